@@ -1,0 +1,221 @@
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Row, Transaction, params};
+use serde_json::{Map, Value};
+
+use super::db::LocalDb;
+use crate::store::{Condition, Cursor, Item, Page, Query, Store, StoreError, now_unix};
+
+/// The `Store` port on SQLite.
+#[derive(Clone)]
+pub struct LocalStore {
+    db: LocalDb,
+}
+
+impl LocalStore {
+    pub fn new(db: LocalDb) -> Self {
+        Self { db }
+    }
+
+    /// Deletes expired items; readers already ignore them, this reclaims their space.
+    pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        self.db
+            .call(|conn| Ok(conn.execute("DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?1", [now_unix()])?))
+            .await
+    }
+}
+
+fn sqlite(err: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("sqlite: {err}"))
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        sqlite(err)
+    }
+}
+
+const COLUMNS: &str = "pk, sk, attrs, gsi1pk, gsi1sk, expires_at";
+
+fn read_item(row: &Row<'_>) -> rusqlite::Result<Item> {
+    let attrs: String = row.get(2)?;
+    let attrs: Map<String, Value> = serde_json::from_str(&attrs).map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
+    let index = match (row.get::<_, Option<String>>(3)?, row.get::<_, Option<String>>(4)?) {
+        (Some(pk), Some(sk)) => Some((pk, sk)),
+        _ => None,
+    };
+    Ok(Item { pk: row.get(0)?, sk: row.get(1)?, index, expires_at: row.get(5)?, attrs })
+}
+
+fn current(tx: &Transaction<'_>, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+    let item = tx
+        .query_row(&format!("SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk = ?2"), params![pk, sk], read_item)
+        .optional()?;
+    Ok(item.filter(|item| !item.is_expired(now_unix())))
+}
+
+fn check(condition: Option<&Condition>, existing: Option<&Item>) -> Result<(), StoreError> {
+    let holds = match condition {
+        None => true,
+        Some(Condition::NotExists) => existing.is_none(),
+        Some(Condition::Exists) => existing.is_some(),
+        Some(Condition::Equals(name, value)) => existing.and_then(|item| item.attrs.get(name)) == Some(value),
+    };
+    if holds { Ok(()) } else { Err(StoreError::ConditionFailed) }
+}
+
+fn write(tx: &Transaction<'_>, item: &Item) -> Result<(), StoreError> {
+    let attrs = serde_json::to_string(&item.attrs).map_err(|e| StoreError::InvalidItem(e.to_string()))?;
+    let (ipk, isk) = item.index.clone().unzip();
+    tx.execute(
+        &format!("INSERT OR REPLACE INTO items ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+        params![item.pk, item.sk, attrs, ipk, isk, item.expires_at],
+    )?;
+    Ok(())
+}
+
+/// The smallest string greater than every string that starts with `prefix` and goes on with any
+/// character below U+10FFFF (SQLite compares text bytewise).
+fn prefix_end(prefix: &str) -> String {
+    format!("{prefix}\u{10FFFF}")
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let (pk, sk) = (pk.to_owned(), sk.to_owned());
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                current(&tx, &pk, &sk)
+            })
+            .await
+    }
+
+    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
+        item.validate()?;
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                if condition.is_some() {
+                    check(condition.as_ref(), current(&tx, &item.pk, &item.sk)?.as_ref())?;
+                }
+                write(&tx, &item)?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError> {
+        let (pk, sk) = (pk.to_owned(), sk.to_owned());
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                if condition.is_some() {
+                    check(condition.as_ref(), current(&tx, &pk, &sk)?.as_ref())?;
+                }
+                tx.execute("DELETE FROM items WHERE pk = ?1 AND sk = ?2", params![pk, sk])?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError> {
+        let mut item = Item::new(pk, sk).with(attr, 0);
+        item.validate()?;
+        let attr = attr.to_owned();
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                if let Some(existing) = current(&tx, &item.pk, &item.sk)? {
+                    item = existing;
+                }
+                let value = match item.attrs.get(&attr) {
+                    None => 0,
+                    Some(value) => value
+                        .as_i64()
+                        .ok_or_else(|| StoreError::InvalidItem(format!("attribute {attr:?} is not an integer")))?,
+                };
+                let value = value
+                    .checked_add(by)
+                    .ok_or_else(|| StoreError::InvalidItem(format!("attribute {attr:?} would overflow")))?;
+                item.attrs.insert(attr, value.into());
+                write(&tx, &item)?;
+                tx.commit()?;
+                Ok(value)
+            })
+            .await
+    }
+
+    async fn query(&self, pk: &str, query: Query) -> Result<Page, StoreError> {
+        let pk = pk.to_owned();
+        self.db
+            .call(move |conn| {
+                let prefix = query.sk_prefix.clone().unwrap_or_default();
+                let (cmp, order) = if query.descending { ("<", "DESC") } else { (">", "ASC") };
+                let after = query.cursor.as_ref().map(|c| c.sk.clone());
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 \
+                     AND (expires_at IS NULL OR expires_at > ?4) AND (?5 IS NULL OR sk {cmp} ?5) \
+                     ORDER BY sk {order} LIMIT ?6"
+                );
+                let limit = query.effective_limit();
+                let mut statement = conn.prepare_cached(&sql)?;
+                let items = statement
+                    .query_map(params![pk, prefix, prefix_end(&prefix), now_unix(), after, limit], read_item)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(page(items, limit, false))
+            })
+            .await
+    }
+
+    async fn query_index(&self, index_pk: &str, query: Query) -> Result<Page, StoreError> {
+        let index_pk = index_pk.to_owned();
+        let after = match &query.cursor {
+            None => None,
+            Some(Cursor { pk, sk, index: Some((_, isk)) }) => Some((isk.clone(), pk.clone(), sk.clone())),
+            Some(_) => return Err(StoreError::InvalidCursor),
+        };
+        self.db
+            .call(move |conn| {
+                let prefix = query.sk_prefix.clone().unwrap_or_default();
+                let (cmp, order) = if query.descending { ("<", "DESC") } else { (">", "ASC") };
+                let (a_isk, a_pk, a_sk) = after.unzip3();
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM items WHERE gsi1pk = ?1 AND gsi1sk >= ?2 AND gsi1sk < ?3 \
+                     AND (expires_at IS NULL OR expires_at > ?4) \
+                     AND (?5 IS NULL OR (gsi1sk, pk, sk) {cmp} (?5, ?6, ?7)) \
+                     ORDER BY gsi1sk {order}, pk {order}, sk {order} LIMIT ?8"
+                );
+                let limit = query.effective_limit();
+                let mut statement = conn.prepare_cached(&sql)?;
+                let items = statement
+                    .query_map(
+                        params![index_pk, prefix, prefix_end(&prefix), now_unix(), a_isk, a_pk, a_sk, limit],
+                        read_item,
+                    )?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(page(items, limit, true))
+            })
+            .await
+    }
+}
+
+fn page(items: Vec<Item>, limit: u32, on_index: bool) -> Page {
+    let next = (items.len() == limit as usize).then(|| items.last().map(|item| Cursor::of(item, on_index))).flatten();
+    Page { items, next }
+}
+
+trait Unzip3<A, B, C> {
+    fn unzip3(self) -> (Option<A>, Option<B>, Option<C>);
+}
+
+impl<A, B, C> Unzip3<A, B, C> for Option<(A, B, C)> {
+    fn unzip3(self) -> (Option<A>, Option<B>, Option<C>) {
+        match self {
+            Some((a, b, c)) => (Some(a), Some(b), Some(c)),
+            None => (None, None, None),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Configuration: one typed struct read from the environment once at start, validated, with defaults that
+//! run locally. A bad value stops the process with a message naming the variable (see [`ConfigError`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+/// Exit status for a configuration error (`EX_CONFIG` from sysexits).
+pub const EXIT_CONFIG: i32 = 78;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name} is required when {because}")]
+    Missing { name: &'static str, because: &'static str },
+    #[error("{name}={value:?} is not valid: {expected}")]
+    Invalid { name: &'static str, value: String, expected: &'static str },
+}
+
+/// Which adapters back the ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Files and SQLite under the data dir.
+    Local,
+    /// S3, DynamoDB and SQS through the standard AWS SDK environment.
+    Aws,
+}
+
+/// Where the cloud adapters find their resources (`STREAMGATE_BACKEND=aws`).
+#[derive(Debug, Clone)]
+pub struct AwsResources {
+    pub table: String,
+    pub sources_bucket: String,
+    pub media_bucket: String,
+    pub jobs_queue_url: String,
+    pub finalize_queue_url: String,
+    /// Path-style S3 addressing for S3-compatible stores and emulators.
+    pub s3_path_style: bool,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub backend: Backend,
+    pub data_dir: PathBuf,
+    /// Present when `backend` is [`Backend::Aws`].
+    pub aws: Option<AwsResources>,
+    /// Port a function binary serves on outside Lambda (`PORT`, default 8080).
+    pub port: u16,
+    /// Address the local server listens on (`STREAMGATE_ADDR`).
+    pub addr: SocketAddr,
+    /// Base URL under which this installation is reached, for links it signs (`STREAMGATE_PUBLIC_URL`;
+    /// default `http://` + the address served).
+    pub public_url: Url,
+    /// Deliveries of one queue message before it is dead-lettered (`STREAMGATE_MAX_ATTEMPTS`, default 5).
+    pub max_attempts: u32,
+    /// Queue and storage-event workers run at once in the local server (`STREAMGATE_WORKERS`, default the
+    /// number of cores).
+    pub workers: usize,
+    /// How long a received queue message stays invisible to other workers (`STREAMGATE_VISIBILITY_TIMEOUT`,
+    /// seconds, default 300). Long jobs extend it.
+    pub visibility_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup`, which returns a variable's value if set.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let backend = match get("STREAMGATE_BACKEND").as_deref() {
+            None | Some("local") => Backend::Local,
+            Some("aws") => Backend::Aws,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "STREAMGATE_BACKEND",
+                    value: other.to_owned(),
+                    expected: "`local` or `aws`",
+                });
+            }
+        };
+        let s3_path_style = parse_bool("STREAMGATE_S3_PATH_STYLE", get("STREAMGATE_S3_PATH_STYLE"))?;
+        let aws = match backend {
+            Backend::Local => None,
+            Backend::Aws => {
+                let required = |name: &'static str| {
+                    get(name).ok_or(ConfigError::Missing { name, because: "STREAMGATE_BACKEND=aws" })
+                };
+                Some(AwsResources {
+                    table: required("STREAMGATE_TABLE")?,
+                    sources_bucket: required("STREAMGATE_SOURCES_BUCKET")?,
+                    media_bucket: required("STREAMGATE_MEDIA_BUCKET")?,
+                    jobs_queue_url: required("STREAMGATE_JOBS_QUEUE_URL")?,
+                    finalize_queue_url: required("STREAMGATE_FINALIZE_QUEUE_URL")?,
+                    s3_path_style,
+                })
+            }
+        };
+        let port = parse_num("PORT", get("PORT"), 8080u16)?;
+        let addr: SocketAddr = match get("STREAMGATE_ADDR") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
+                name: "STREAMGATE_ADDR",
+                value,
+                expected: "host:port, such as 127.0.0.1:8080",
+            })?,
+        };
+        let public_url = match get("STREAMGATE_PUBLIC_URL") {
+            Some(value) => Url::parse(&value)
+                .ok()
+                .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+                .ok_or(ConfigError::Invalid {
+                    name: "STREAMGATE_PUBLIC_URL",
+                    value,
+                    expected: "an http(s) URL such as https://media.example.com",
+                })?,
+            None => default_public_url(addr),
+        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let max_attempts = parse_num("STREAMGATE_MAX_ATTEMPTS", get("STREAMGATE_MAX_ATTEMPTS"), 5u32)?;
+        if max_attempts == 0 {
+            return Err(ConfigError::Invalid {
+                name: "STREAMGATE_MAX_ATTEMPTS",
+                value: "0".into(),
+                expected: "at least 1",
+            });
+        }
+        let workers = parse_num("STREAMGATE_WORKERS", get("STREAMGATE_WORKERS"), cores)?.max(1);
+        let visibility_timeout =
+            Duration::from_secs(parse_num("STREAMGATE_VISIBILITY_TIMEOUT", get("STREAMGATE_VISIBILITY_TIMEOUT"), 300u64)?);
+        let in_cloud = get("AWS_LAMBDA_RUNTIME_API").is_some() || get("K_SERVICE").is_some();
+        let log_format = match get("STREAMGATE_LOG_FORMAT").as_deref() {
+            Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            None if in_cloud => LogFormat::Json,
+            None => LogFormat::Pretty,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "STREAMGATE_LOG_FORMAT",
+                    value: other.to_owned(),
+                    expected: "`json` or `pretty`",
+                });
+            }
+        };
+        Ok(Self {
+            backend,
+            data_dir: PathBuf::from(get("STREAMGATE_DATA_DIR").unwrap_or_else(|| "./.streamgate".into())),
+            aws,
+            port,
+            addr,
+            public_url,
+            max_attempts,
+            workers,
+            visibility_timeout,
+            log_format,
+        })
+    }
+}
+
+/// `http://addr/`, with an unspecified address (0.0.0.0) shown as loopback.
+pub fn default_public_url(addr: SocketAddr) -> Url {
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    Url::parse(&format!("http://{host}:{}/", addr.port())).unwrap_or_else(|_| unreachable_url())
+}
+
+fn unreachable_url() -> Url {
+    // A syntactically valid fallback; only reached if an IP address fails to format as a host.
+    Url::parse("http://127.0.0.1/").unwrap_or_else(|_| unreachable!("static URL parses"))
+}
+
+fn parse_num<T: std::str::FromStr>(name: &'static str, value: Option<String>, default: T) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid { name, value, expected: "a whole number" }),
+    }
+}
+
+fn parse_bool(name: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+    match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false" | "0" | "no") => Ok(false),
+        Some("true" | "1" | "yes") => Ok(true),
+        Some(_) => Err(ConfigError::Invalid { name, value: value.unwrap_or_default(), expected: "true or false" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_run_locally() {
+        let config = config(&[]).expect("defaults");
+        assert_eq!(config.backend, Backend::Local);
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(config.log_format, LogFormat::Pretty);
+        assert_eq!(config.max_attempts, 5);
+        assert!(config.aws.is_none());
+    }
+
+    #[test]
+    fn aws_backend_names_the_missing_variable() {
+        let err = config(&[("STREAMGATE_BACKEND", "aws"), ("STREAMGATE_TABLE", "t")]).expect_err("incomplete");
+        assert_eq!(err.to_string(), "STREAMGATE_SOURCES_BUCKET is required when STREAMGATE_BACKEND=aws");
+    }
+
+    #[test]
+    fn aws_backend_reads_resources() {
+        let config = config(&[
+            ("STREAMGATE_BACKEND", "aws"),
+            ("STREAMGATE_TABLE", "t"),
+            ("STREAMGATE_SOURCES_BUCKET", "src"),
+            ("STREAMGATE_MEDIA_BUCKET", "media"),
+            ("STREAMGATE_JOBS_QUEUE_URL", "http://q/jobs"),
+            ("STREAMGATE_FINALIZE_QUEUE_URL", "http://q/finalize"),
+            ("STREAMGATE_S3_PATH_STYLE", "true"),
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+        ])
+        .expect("complete");
+        let aws = config.aws.expect("aws resources");
+        assert!(aws.s3_path_style);
+        assert_eq!(aws.media_bucket, "media");
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn rejects_bad_values_by_name() {
+        for (name, value) in [
+            ("STREAMGATE_BACKEND", "gcp"),
+            ("PORT", "eighty"),
+            ("STREAMGATE_ADDR", "localhost"),
+            ("STREAMGATE_PUBLIC_URL", "ftp://x"),
+            ("STREAMGATE_MAX_ATTEMPTS", "0"),
+            ("STREAMGATE_S3_PATH_STYLE", "maybe"),
+        ] {
+            let err = config(&[(name, value)]).expect_err(name);
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
+}

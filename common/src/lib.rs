@@ -1,0 +1,11 @@
+//! The StreamGate domain and everything the functions share: ports and their adapters, the runtime that
+//! runs one binary on Lambda, on Knative or in the local server, errors, configuration and telemetry.
+#![forbid(unsafe_code)]
+
+pub mod adapters;
+pub mod blobs;
+pub mod config;
+pub mod problem;
+pub mod queue;
+pub mod signing;
+pub mod store;

@@ -1,0 +1,153 @@
+//! HMAC-signed URLs for what the local server serves itself (blobs now, playback later): a URL names its
+//! method, resource and expiry, and any change to them, or a late use, is refused.
+
+use std::path::Path;
+
+use chrono::{DateTime, TimeZone, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use rand::RngCore;
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SignatureError {
+    #[error("the URL carries no signature or expiry")]
+    Missing,
+    #[error("the URL's signature does not match")]
+    Invalid,
+    #[error("the URL has expired")]
+    Expired,
+}
+
+/// Signs and checks URLs with one secret key.
+#[derive(Clone)]
+pub struct UrlSigner {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for UrlSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UrlSigner(..)")
+    }
+}
+
+impl UrlSigner {
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    /// Reads the key kept at `path`, creating it (mode 0600) from the OS random source on first use.
+    pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.len() == 32 => {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&bytes);
+                Ok(Self::new(key))
+            }
+            Ok(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a 32-byte key; delete it to create a new one", path.display()),
+            )),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                rand::rng().fill_bytes(&mut key);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                write_private(path, &key)?;
+                Ok(Self::new(key))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn mac(&self, method: &str, resource: &str, expires: i64) -> HmacSha256 {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        // Length-prefixed fields, so that no two (method, resource, expiry) triples share a message.
+        for field in [method.as_bytes(), resource.as_bytes(), expires.to_string().as_bytes()] {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field);
+        }
+        mac
+    }
+
+    /// The signature for `method` on `resource` (a path plus any parameters that must not change) until
+    /// `expires_at`.
+    pub fn sign(&self, method: &str, resource: &str, expires_at: DateTime<Utc>) -> String {
+        hex::encode(self.mac(method, resource, expires_at.timestamp()).finalize().into_bytes())
+    }
+
+    /// Checks a signature in constant time, then the expiry.
+    pub fn verify(&self, method: &str, resource: &str, expires: Option<&str>, signature: Option<&str>) -> Result<(), SignatureError> {
+        let (Some(expires), Some(signature)) = (expires, signature) else {
+            return Err(SignatureError::Missing);
+        };
+        let expires: i64 = expires.parse().map_err(|_| SignatureError::Invalid)?;
+        let signature = hex::decode(signature).map_err(|_| SignatureError::Invalid)?;
+        self.mac(method, resource, expires).verify_slice(&signature).map_err(|_| SignatureError::Invalid)?;
+        match Utc.timestamp_opt(expires, 0).single() {
+            Some(at) if at > Utc::now() => Ok(()),
+            _ => Err(SignatureError::Expired),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    #[test]
+    fn accepts_its_own_and_refuses_alterations() {
+        let signer = UrlSigner::new([7; 32]);
+        let expires = Utc::now() + Duration::minutes(5);
+        let sig = signer.sign("GET", "/blobs/media/a", expires);
+        let exp = expires.timestamp().to_string();
+        assert_eq!(signer.verify("GET", "/blobs/media/a", Some(&exp), Some(&sig)), Ok(()));
+        assert_eq!(signer.verify("PUT", "/blobs/media/a", Some(&exp), Some(&sig)), Err(SignatureError::Invalid));
+        assert_eq!(signer.verify("GET", "/blobs/media/b", Some(&exp), Some(&sig)), Err(SignatureError::Invalid));
+        let later = (expires.timestamp() + 1).to_string();
+        assert_eq!(signer.verify("GET", "/blobs/media/a", Some(&later), Some(&sig)), Err(SignatureError::Invalid));
+        assert_eq!(signer.verify("GET", "/blobs/media/a", Some(&exp), None), Err(SignatureError::Missing));
+        assert_eq!(signer.verify("GET", "/blobs/media/a", Some(&exp), Some("zz")), Err(SignatureError::Invalid));
+        let other = UrlSigner::new([8; 32]);
+        assert_eq!(other.verify("GET", "/blobs/media/a", Some(&exp), Some(&sig)), Err(SignatureError::Invalid));
+    }
+
+    #[test]
+    fn refuses_expired_urls() {
+        let signer = UrlSigner::new([1; 32]);
+        let expired = Utc::now() - Duration::seconds(1);
+        let sig = signer.sign("GET", "/x", expired);
+        assert_eq!(signer.verify("GET", "/x", Some(&expired.timestamp().to_string()), Some(&sig)), Err(SignatureError::Expired));
+    }
+
+    #[test]
+    fn key_is_created_once_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys/url.key");
+        let first = UrlSigner::load_or_create(&path).expect("create");
+        let second = UrlSigner::load_or_create(&path).expect("load");
+        assert_eq!(first.key, second.key);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        }
+    }
+}

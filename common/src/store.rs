@@ -1,0 +1,202 @@
+//! The `Store` port: a single table of items keyed by partition (`pk`) and sort key (`sk`), with
+//! conditional writes, atomic counters, prefix queries, one secondary index and expiry.
+//!
+//! Repositories (videos, uploads, jobs, nonces, sessions, ownership, audit) are written once over this
+//! trait; DynamoDB and SQLite implement it and pass the same contract suite.
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Attribute names the table itself uses; items cannot carry attributes of these names.
+pub const RESERVED_ATTRIBUTES: [&str; 5] = ["pk", "sk", "gsi1pk", "gsi1sk", "ttl"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the write's condition did not hold")]
+    ConditionFailed,
+    #[error("invalid item: {0}")]
+    InvalidItem(String),
+    #[error("invalid cursor")]
+    InvalidCursor,
+    #[error("the store failed: {0}")]
+    Backend(String),
+}
+
+impl StoreError {
+    pub fn backend(err: impl std::fmt::Display) -> Self {
+        Self::Backend(err.to_string())
+    }
+}
+
+/// One item: its keys, optional secondary-index keys, optional expiry and its attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub pk: String,
+    pub sk: String,
+    /// Keys in the secondary index (`gsi1pk`, `gsi1sk`); items without them are not indexed.
+    pub index: Option<(String, String)>,
+    /// Unix seconds after which the item is gone for readers (`ttl` in DynamoDB).
+    pub expires_at: Option<i64>,
+    pub attrs: Map<String, Value>,
+}
+
+impl Item {
+    pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
+        Self { pk: pk.into(), sk: sk.into(), index: None, expires_at: None, attrs: Map::new() }
+    }
+
+    /// An item whose attributes are the fields of `value`, which must serialize to a JSON object.
+    pub fn from_record(pk: impl Into<String>, sk: impl Into<String>, value: &impl Serialize) -> Result<Self, StoreError> {
+        match serde_json::to_value(value).map_err(|e| StoreError::InvalidItem(e.to_string()))? {
+            Value::Object(attrs) => Ok(Self { attrs, ..Self::new(pk, sk) }),
+            _ => Err(StoreError::InvalidItem("a record must serialize to an object".into())),
+        }
+    }
+
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.attrs.insert(name.to_owned(), value.into());
+        self
+    }
+
+    pub fn indexed(mut self, gsi1pk: impl Into<String>, gsi1sk: impl Into<String>) -> Self {
+        self.index = Some((gsi1pk.into(), gsi1sk.into()));
+        self
+    }
+
+    pub fn expiring_at(mut self, unix_seconds: i64) -> Self {
+        self.expires_at = Some(unix_seconds);
+        self
+    }
+
+    /// The attributes as a typed record.
+    pub fn record<T: DeserializeOwned>(&self) -> Result<T, StoreError> {
+        serde_json::from_value(Value::Object(self.attrs.clone())).map_err(|e| StoreError::InvalidItem(e.to_string()))
+    }
+
+    pub fn is_expired(&self, now_unix: i64) -> bool {
+        self.expires_at.is_some_and(|at| at <= now_unix)
+    }
+
+    /// Checks what both adapters require of an item before writing it.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        if self.pk.is_empty() || self.sk.is_empty() {
+            return Err(StoreError::InvalidItem("pk and sk must not be empty".into()));
+        }
+        if let Some(name) = self.attrs.keys().find(|name| RESERVED_ATTRIBUTES.contains(&name.as_str())) {
+            return Err(StoreError::InvalidItem(format!("attribute name {name:?} is reserved")));
+        }
+        if let Some((ipk, isk)) = &self.index
+            && (ipk.is_empty() || isk.is_empty())
+        {
+            return Err(StoreError::InvalidItem("index keys must not be empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A condition a write must meet, checked atomically with the write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// No item with these keys exists (expired items count as absent).
+    NotExists,
+    /// An item with these keys exists.
+    Exists,
+    /// The item exists and its attribute equals the value.
+    Equals(String, Value),
+}
+
+/// Options for a query: an optional sort-key prefix, a page size, a cursor and the order.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub sk_prefix: Option<String>,
+    /// At most this many items (1 to 1000; default 100).
+    pub limit: Option<u32>,
+    pub cursor: Option<Cursor>,
+    pub descending: bool,
+}
+
+impl Query {
+    pub fn prefix(prefix: impl Into<String>) -> Self {
+        Self { sk_prefix: Some(prefix.into()), ..Self::default() }
+    }
+
+    pub fn effective_limit(&self) -> u32 {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+}
+
+/// Where the next page starts: the keys of the last item returned, opaque to callers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub pk: String,
+    pub sk: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<(String, String)>,
+}
+
+impl Cursor {
+    pub fn of(item: &Item, on_index: bool) -> Self {
+        Self { pk: item.pk.clone(), sk: item.sk.clone(), index: if on_index { item.index.clone() } else { None } }
+    }
+
+    /// A URL-safe token for API responses.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn decode(token: &str) -> Result<Self, StoreError> {
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| StoreError::InvalidCursor)?;
+        serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)
+    }
+}
+
+/// One page of a query; `next` is set when more items may follow.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub items: Vec<Item>,
+    pub next: Option<Cursor>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError>;
+    /// Writes the whole item, replacing any other with the same keys, if `condition` holds.
+    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError>;
+    /// Deletes the item if `condition` holds; deleting a missing item without a condition succeeds.
+    async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError>;
+    /// Adds `by` to a numeric attribute (created at 0, with the item if missing) and returns the new value.
+    async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError>;
+    /// Items of one partition in sort-key order.
+    async fn query(&self, pk: &str, query: Query) -> Result<Page, StoreError>;
+    /// Items whose `gsi1pk` is `index_pk`, in `gsi1sk` order.
+    async fn query_index(&self, index_pk: &str, query: Query) -> Result<Page, StoreError>;
+}
+
+pub fn now_unix() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_refuses_garbage() {
+        let cursor = Cursor { pk: "video#1".into(), sk: "meta".into(), index: Some(("owner#a".into(), "2026".into())) };
+        assert_eq!(Cursor::decode(&cursor.encode()).expect("decode"), cursor);
+        assert!(matches!(Cursor::decode("not a cursor!"), Err(StoreError::InvalidCursor)));
+        assert!(matches!(Cursor::decode("e30"), Err(StoreError::InvalidCursor)));
+    }
+
+    #[test]
+    fn reserved_attributes_are_refused() {
+        let item = Item::new("a", "b").with("ttl", 5);
+        assert!(matches!(item.validate(), Err(StoreError::InvalidItem(_))));
+        assert!(Item::new("a", "b").with("title", "x").validate().is_ok());
+        assert!(Item::new("", "b").validate().is_err());
+    }
+}
