@@ -56,9 +56,19 @@ pub struct CompletedPart {
 pub trait Blobs: Send + Sync {
     /// The bucket's name, as storage events report it.
     fn bucket(&self) -> &str;
-    async fn put(&self, key: &str, body: Bytes, content_type: Option<&str>) -> Result<ObjectMeta, BlobError>;
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+    ) -> Result<ObjectMeta, BlobError>;
     /// Stores a local file without reading it into memory.
-    async fn put_file(&self, key: &str, path: &Path, content_type: Option<&str>) -> Result<ObjectMeta, BlobError>;
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: Option<&str>,
+    ) -> Result<ObjectMeta, BlobError>;
     async fn get(&self, key: &str) -> Result<Bytes, BlobError>;
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BlobError>;
     /// Deleting a missing object succeeds.
@@ -69,12 +79,32 @@ pub trait Blobs: Send + Sync {
     async fn signed_put_url(&self, key: &str, ttl: Duration) -> Result<SignedUrl, BlobError>;
 
     /// Starts a multipart upload and returns its id.
-    async fn create_multipart(&self, key: &str, content_type: Option<&str>) -> Result<String, BlobError>;
+    async fn create_multipart(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+    ) -> Result<String, BlobError>;
     /// Uploads one part (numbered from 1) and returns its ETag.
-    async fn upload_part(&self, key: &str, upload_id: &str, part_number: u32, body: Bytes) -> Result<String, BlobError>;
-    async fn signed_part_url(&self, key: &str, upload_id: &str, part_number: u32, ttl: Duration)
-    -> Result<SignedUrl, BlobError>;
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[CompletedPart]) -> Result<ObjectMeta, BlobError>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> Result<String, BlobError>;
+    async fn signed_part_url(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        ttl: Duration,
+    ) -> Result<SignedUrl, BlobError>;
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<ObjectMeta, BlobError>;
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), BlobError>;
 }
 
@@ -88,7 +118,10 @@ pub fn validate_key(key: &str) -> Result<(), BlobError> {
     if key.chars().any(|c| c.is_control() || c == '\\') {
         return invalid("control characters and backslashes are not allowed");
     }
-    if key.split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..") {
+    if key
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
         return invalid("empty, `.` and `..` segments are not allowed");
     }
     Ok(())
@@ -100,7 +133,17 @@ mod tests {
 
     #[test]
     fn keys_cannot_escape_their_bucket() {
-        for bad in ["", "/abs", "a//b", "a/../b", "..", "a/.", "a\\b", "a\0b", "trailing/"] {
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "a/../b",
+            "..",
+            "a/.",
+            "a\\b",
+            "a\0b",
+            "trailing/",
+        ] {
             assert!(validate_key(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["sources/01J9", "media/v/720p/seg-00001.m4s", "a.b/c..d"] {

@@ -13,9 +13,16 @@ pub const EXIT_CONFIG: i32 = 78;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} is required when {because}")]
-    Missing { name: &'static str, because: &'static str },
+    Missing {
+        name: &'static str,
+        because: &'static str,
+    },
     #[error("{name}={value:?} is not valid: {expected}")]
-    Invalid { name: &'static str, value: String, expected: &'static str },
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
 }
 
 /// Which adapters back the ports.
@@ -90,12 +97,16 @@ impl Config {
                 });
             }
         };
-        let s3_path_style = parse_bool("STREAMGATE_S3_PATH_STYLE", get("STREAMGATE_S3_PATH_STYLE"))?;
+        let s3_path_style =
+            parse_bool("STREAMGATE_S3_PATH_STYLE", get("STREAMGATE_S3_PATH_STYLE"))?;
         let aws = match backend {
             Backend::Local => None,
             Backend::Aws => {
                 let required = |name: &'static str| {
-                    get(name).ok_or(ConfigError::Missing { name, because: "STREAMGATE_BACKEND=aws" })
+                    get(name).ok_or(ConfigError::Missing {
+                        name,
+                        because: "STREAMGATE_BACKEND=aws",
+                    })
                 };
                 Some(AwsResources {
                     table: required("STREAMGATE_TABLE")?,
@@ -128,7 +139,11 @@ impl Config {
             None => default_public_url(addr),
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let max_attempts = parse_num("STREAMGATE_MAX_ATTEMPTS", get("STREAMGATE_MAX_ATTEMPTS"), 5u32)?;
+        let max_attempts = parse_num(
+            "STREAMGATE_MAX_ATTEMPTS",
+            get("STREAMGATE_MAX_ATTEMPTS"),
+            5u32,
+        )?;
         if max_attempts == 0 {
             return Err(ConfigError::Invalid {
                 name: "STREAMGATE_MAX_ATTEMPTS",
@@ -137,8 +152,11 @@ impl Config {
             });
         }
         let workers = parse_num("STREAMGATE_WORKERS", get("STREAMGATE_WORKERS"), cores)?.max(1);
-        let visibility_timeout =
-            Duration::from_secs(parse_num("STREAMGATE_VISIBILITY_TIMEOUT", get("STREAMGATE_VISIBILITY_TIMEOUT"), 300u64)?);
+        let visibility_timeout = Duration::from_secs(parse_num(
+            "STREAMGATE_VISIBILITY_TIMEOUT",
+            get("STREAMGATE_VISIBILITY_TIMEOUT"),
+            300u64,
+        )?);
         let in_cloud = get("AWS_LAMBDA_RUNTIME_API").is_some() || get("K_SERVICE").is_some();
         let log_format = match get("STREAMGATE_LOG_FORMAT").as_deref() {
             Some("json") => LogFormat::Json,
@@ -155,7 +173,9 @@ impl Config {
         };
         Ok(Self {
             backend,
-            data_dir: PathBuf::from(get("STREAMGATE_DATA_DIR").unwrap_or_else(|| "./.streamgate".into())),
+            data_dir: PathBuf::from(
+                get("STREAMGATE_DATA_DIR").unwrap_or_else(|| "./.streamgate".into()),
+            ),
             aws,
             port,
             addr,
@@ -170,8 +190,16 @@ impl Config {
 
 /// `http://addr/`, with an unspecified address (0.0.0.0) shown as loopback.
 pub fn default_public_url(addr: SocketAddr) -> Url {
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
     Url::parse(&format!("http://{host}:{}/", addr.port())).unwrap_or_else(|_| unreachable_url())
 }
 
@@ -180,10 +208,18 @@ fn unreachable_url() -> Url {
     Url::parse("http://127.0.0.1/").unwrap_or_else(|_| unreachable!("static URL parses"))
 }
 
-fn parse_num<T: std::str::FromStr>(name: &'static str, value: Option<String>, default: T) -> Result<T, ConfigError> {
+fn parse_num<T: std::str::FromStr>(
+    name: &'static str,
+    value: Option<String>,
+    default: T,
+) -> Result<T, ConfigError> {
     match value {
         None => Ok(default),
-        Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid { name, value, expected: "a whole number" }),
+        Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid {
+            name,
+            value,
+            expected: "a whole number",
+        }),
     }
 }
 
@@ -191,7 +227,11 @@ fn parse_bool(name: &'static str, value: Option<String>) -> Result<bool, ConfigE
     match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("false" | "0" | "no") => Ok(false),
         Some("true" | "1" | "yes") => Ok(true),
-        Some(_) => Err(ConfigError::Invalid { name, value: value.unwrap_or_default(), expected: "true or false" }),
+        Some(_) => Err(ConfigError::Invalid {
+            name,
+            value: value.unwrap_or_default(),
+            expected: "true or false",
+        }),
     }
 }
 
@@ -201,7 +241,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -219,8 +262,12 @@ mod tests {
 
     #[test]
     fn aws_backend_names_the_missing_variable() {
-        let err = config(&[("STREAMGATE_BACKEND", "aws"), ("STREAMGATE_TABLE", "t")]).expect_err("incomplete");
-        assert_eq!(err.to_string(), "STREAMGATE_SOURCES_BUCKET is required when STREAMGATE_BACKEND=aws");
+        let err = config(&[("STREAMGATE_BACKEND", "aws"), ("STREAMGATE_TABLE", "t")])
+            .expect_err("incomplete");
+        assert_eq!(
+            err.to_string(),
+            "STREAMGATE_SOURCES_BUCKET is required when STREAMGATE_BACKEND=aws"
+        );
     }
 
     #[test]

@@ -5,7 +5,10 @@
 pub mod adapters;
 pub mod blobs;
 pub mod config;
+pub mod events;
 pub mod problem;
 pub mod queue;
+pub mod runtime;
 pub mod signing;
 pub mod store;
+pub mod telemetry;

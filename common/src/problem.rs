@@ -37,7 +37,12 @@ struct ProblemBody<'a> {
 impl ApiError {
     /// A problem with an explicit status, stable snake_case code and human detail.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), headers: Vec::new() }
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            headers: Vec::new(),
+        }
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
@@ -63,14 +68,22 @@ impl ApiError {
     /// A fault on our side. The cause is logged here and never sent to the client.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server could not complete the request; try again later")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the request; try again later",
+        )
     }
 
     /// A dependency (storage, queue, chain) that did not answer. Logged; retryable by the client.
     pub fn unavailable(cause: &dyn std::fmt::Display) -> Self {
         tracing::warn!(error = %cause, "dependency unavailable");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "a service this request needs is unavailable; try again shortly")
-            .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "a service this request needs is unavailable; try again shortly",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     }
 
     /// Adds a header to the answer (`Retry-After`, `WWW-Authenticate`, protocol headers).
@@ -104,7 +117,10 @@ impl IntoResponse for ApiError {
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut response = (self.status, bytes).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         for (name, value) in self.headers {
             headers.append(name, value);
         }
@@ -146,7 +162,11 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "send the body as application/json",
         ),
         JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            )
         }
         // serde's message names the field and position, never server internals.
         other => ApiError::bad_request("malformed_json", other.body_text()),
@@ -160,7 +180,11 @@ pub async fn not_found_fallback() -> ApiError {
 
 /// Answer for a known path with a method it does not take.
 pub fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this resource does not take that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this resource does not take that method",
+    )
 }
 
 #[cfg(test)]
@@ -170,12 +194,19 @@ mod tests {
 
     #[tokio::test]
     async fn renders_rfc9457_with_stable_code() {
-        let response = ApiError::forbidden("access_denied", "no linked wallet satisfies the rule").into_response();
+        let response = ApiError::forbidden("access_denied", "no linked wallet satisfies the rule")
+            .into_response();
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
         let body = to_bytes(response.into_body(), 1 << 16).await.expect("body");
         let value: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(value["type"], "https://streamgate.dev/problems/access_denied");
+        assert_eq!(
+            value["type"],
+            "https://streamgate.dev/problems/access_denied"
+        );
         assert_eq!(value["title"], "Forbidden");
         assert_eq!(value["status"], 403);
         assert_eq!(value["code"], "access_denied");

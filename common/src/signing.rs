@@ -47,7 +47,10 @@ impl UrlSigner {
             }
             Ok(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!("{} is not a 32-byte key; delete it to create a new one", path.display()),
+                format!(
+                    "{} is not a 32-byte key; delete it to create a new one",
+                    path.display()
+                ),
             )),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
@@ -63,9 +66,14 @@ impl UrlSigner {
     }
 
     fn mac(&self, method: &str, resource: &str, expires: i64) -> HmacSha256 {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         // Length-prefixed fields, so that no two (method, resource, expiry) triples share a message.
-        for field in [method.as_bytes(), resource.as_bytes(), expires.to_string().as_bytes()] {
+        for field in [
+            method.as_bytes(),
+            resource.as_bytes(),
+            expires.to_string().as_bytes(),
+        ] {
             mac.update(&(field.len() as u64).to_be_bytes());
             mac.update(field);
         }
@@ -75,17 +83,29 @@ impl UrlSigner {
     /// The signature for `method` on `resource` (a path plus any parameters that must not change) until
     /// `expires_at`.
     pub fn sign(&self, method: &str, resource: &str, expires_at: DateTime<Utc>) -> String {
-        hex::encode(self.mac(method, resource, expires_at.timestamp()).finalize().into_bytes())
+        hex::encode(
+            self.mac(method, resource, expires_at.timestamp())
+                .finalize()
+                .into_bytes(),
+        )
     }
 
     /// Checks a signature in constant time, then the expiry.
-    pub fn verify(&self, method: &str, resource: &str, expires: Option<&str>, signature: Option<&str>) -> Result<(), SignatureError> {
+    pub fn verify(
+        &self,
+        method: &str,
+        resource: &str,
+        expires: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<(), SignatureError> {
         let (Some(expires), Some(signature)) = (expires, signature) else {
             return Err(SignatureError::Missing);
         };
         let expires: i64 = expires.parse().map_err(|_| SignatureError::Invalid)?;
         let signature = hex::decode(signature).map_err(|_| SignatureError::Invalid)?;
-        self.mac(method, resource, expires).verify_slice(&signature).map_err(|_| SignatureError::Invalid)?;
+        self.mac(method, resource, expires)
+            .verify_slice(&signature)
+            .map_err(|_| SignatureError::Invalid)?;
         match Utc.timestamp_opt(expires, 0).single() {
             Some(at) if at > Utc::now() => Ok(()),
             _ => Err(SignatureError::Expired),
@@ -97,7 +117,11 @@ impl UrlSigner {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -118,15 +142,36 @@ mod tests {
         let expires = Utc::now() + Duration::minutes(5);
         let sig = signer.sign("GET", "/blobs/media/a", expires);
         let exp = expires.timestamp().to_string();
-        assert_eq!(signer.verify("GET", "/blobs/media/a", Some(&exp), Some(&sig)), Ok(()));
-        assert_eq!(signer.verify("PUT", "/blobs/media/a", Some(&exp), Some(&sig)), Err(SignatureError::Invalid));
-        assert_eq!(signer.verify("GET", "/blobs/media/b", Some(&exp), Some(&sig)), Err(SignatureError::Invalid));
+        assert_eq!(
+            signer.verify("GET", "/blobs/media/a", Some(&exp), Some(&sig)),
+            Ok(())
+        );
+        assert_eq!(
+            signer.verify("PUT", "/blobs/media/a", Some(&exp), Some(&sig)),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            signer.verify("GET", "/blobs/media/b", Some(&exp), Some(&sig)),
+            Err(SignatureError::Invalid)
+        );
         let later = (expires.timestamp() + 1).to_string();
-        assert_eq!(signer.verify("GET", "/blobs/media/a", Some(&later), Some(&sig)), Err(SignatureError::Invalid));
-        assert_eq!(signer.verify("GET", "/blobs/media/a", Some(&exp), None), Err(SignatureError::Missing));
-        assert_eq!(signer.verify("GET", "/blobs/media/a", Some(&exp), Some("zz")), Err(SignatureError::Invalid));
+        assert_eq!(
+            signer.verify("GET", "/blobs/media/a", Some(&later), Some(&sig)),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            signer.verify("GET", "/blobs/media/a", Some(&exp), None),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            signer.verify("GET", "/blobs/media/a", Some(&exp), Some("zz")),
+            Err(SignatureError::Invalid)
+        );
         let other = UrlSigner::new([8; 32]);
-        assert_eq!(other.verify("GET", "/blobs/media/a", Some(&exp), Some(&sig)), Err(SignatureError::Invalid));
+        assert_eq!(
+            other.verify("GET", "/blobs/media/a", Some(&exp), Some(&sig)),
+            Err(SignatureError::Invalid)
+        );
     }
 
     #[test]
@@ -134,7 +179,15 @@ mod tests {
         let signer = UrlSigner::new([1; 32]);
         let expired = Utc::now() - Duration::seconds(1);
         let sig = signer.sign("GET", "/x", expired);
-        assert_eq!(signer.verify("GET", "/x", Some(&expired.timestamp().to_string()), Some(&sig)), Err(SignatureError::Expired));
+        assert_eq!(
+            signer.verify(
+                "GET",
+                "/x",
+                Some(&expired.timestamp().to_string()),
+                Some(&sig)
+            ),
+            Err(SignatureError::Expired)
+        );
     }
 
     #[test]
@@ -147,7 +200,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+                0o600
+            );
         }
     }
 }

@@ -46,14 +46,29 @@ pub struct Item {
 
 impl Item {
     pub fn new(pk: impl Into<String>, sk: impl Into<String>) -> Self {
-        Self { pk: pk.into(), sk: sk.into(), index: None, expires_at: None, attrs: Map::new() }
+        Self {
+            pk: pk.into(),
+            sk: sk.into(),
+            index: None,
+            expires_at: None,
+            attrs: Map::new(),
+        }
     }
 
     /// An item whose attributes are the fields of `value`, which must serialize to a JSON object.
-    pub fn from_record(pk: impl Into<String>, sk: impl Into<String>, value: &impl Serialize) -> Result<Self, StoreError> {
+    pub fn from_record(
+        pk: impl Into<String>,
+        sk: impl Into<String>,
+        value: &impl Serialize,
+    ) -> Result<Self, StoreError> {
         match serde_json::to_value(value).map_err(|e| StoreError::InvalidItem(e.to_string()))? {
-            Value::Object(attrs) => Ok(Self { attrs, ..Self::new(pk, sk) }),
-            _ => Err(StoreError::InvalidItem("a record must serialize to an object".into())),
+            Value::Object(attrs) => Ok(Self {
+                attrs,
+                ..Self::new(pk, sk)
+            }),
+            _ => Err(StoreError::InvalidItem(
+                "a record must serialize to an object".into(),
+            )),
         }
     }
 
@@ -74,7 +89,8 @@ impl Item {
 
     /// The attributes as a typed record.
     pub fn record<T: DeserializeOwned>(&self) -> Result<T, StoreError> {
-        serde_json::from_value(Value::Object(self.attrs.clone())).map_err(|e| StoreError::InvalidItem(e.to_string()))
+        serde_json::from_value(Value::Object(self.attrs.clone()))
+            .map_err(|e| StoreError::InvalidItem(e.to_string()))
     }
 
     pub fn is_expired(&self, now_unix: i64) -> bool {
@@ -84,15 +100,25 @@ impl Item {
     /// Checks what both adapters require of an item before writing it.
     pub fn validate(&self) -> Result<(), StoreError> {
         if self.pk.is_empty() || self.sk.is_empty() {
-            return Err(StoreError::InvalidItem("pk and sk must not be empty".into()));
+            return Err(StoreError::InvalidItem(
+                "pk and sk must not be empty".into(),
+            ));
         }
-        if let Some(name) = self.attrs.keys().find(|name| RESERVED_ATTRIBUTES.contains(&name.as_str())) {
-            return Err(StoreError::InvalidItem(format!("attribute name {name:?} is reserved")));
+        if let Some(name) = self
+            .attrs
+            .keys()
+            .find(|name| RESERVED_ATTRIBUTES.contains(&name.as_str()))
+        {
+            return Err(StoreError::InvalidItem(format!(
+                "attribute name {name:?} is reserved"
+            )));
         }
         if let Some((ipk, isk)) = &self.index
             && (ipk.is_empty() || isk.is_empty())
         {
-            return Err(StoreError::InvalidItem("index keys must not be empty".into()));
+            return Err(StoreError::InvalidItem(
+                "index keys must not be empty".into(),
+            ));
         }
         Ok(())
     }
@@ -121,7 +147,10 @@ pub struct Query {
 
 impl Query {
     pub fn prefix(prefix: impl Into<String>) -> Self {
-        Self { sk_prefix: Some(prefix.into()), ..Self::default() }
+        Self {
+            sk_prefix: Some(prefix.into()),
+            ..Self::default()
+        }
     }
 
     pub fn effective_limit(&self) -> u32 {
@@ -140,7 +169,11 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn of(item: &Item, on_index: bool) -> Self {
-        Self { pk: item.pk.clone(), sk: item.sk.clone(), index: if on_index { item.index.clone() } else { None } }
+        Self {
+            pk: item.pk.clone(),
+            sk: item.sk.clone(),
+            index: if on_index { item.index.clone() } else { None },
+        }
     }
 
     /// A URL-safe token for API responses.
@@ -149,7 +182,9 @@ impl Cursor {
     }
 
     pub fn decode(token: &str) -> Result<Self, StoreError> {
-        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| StoreError::InvalidCursor)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| StoreError::InvalidCursor)?;
         serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)
     }
 }
@@ -167,7 +202,12 @@ pub trait Store: Send + Sync {
     /// Writes the whole item, replacing any other with the same keys, if `condition` holds.
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError>;
     /// Deletes the item if `condition` holds; deleting a missing item without a condition succeeds.
-    async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError>;
+    async fn delete(
+        &self,
+        pk: &str,
+        sk: &str,
+        condition: Option<Condition>,
+    ) -> Result<(), StoreError>;
     /// Adds `by` to a numeric attribute (created at 0, with the item if missing) and returns the new value.
     async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError>;
     /// Items of one partition in sort-key order.
@@ -186,10 +226,20 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_refuses_garbage() {
-        let cursor = Cursor { pk: "video#1".into(), sk: "meta".into(), index: Some(("owner#a".into(), "2026".into())) };
+        let cursor = Cursor {
+            pk: "video#1".into(),
+            sk: "meta".into(),
+            index: Some(("owner#a".into(), "2026".into())),
+        };
         assert_eq!(Cursor::decode(&cursor.encode()).expect("decode"), cursor);
-        assert!(matches!(Cursor::decode("not a cursor!"), Err(StoreError::InvalidCursor)));
-        assert!(matches!(Cursor::decode("e30"), Err(StoreError::InvalidCursor)));
+        assert!(matches!(
+            Cursor::decode("not a cursor!"),
+            Err(StoreError::InvalidCursor)
+        ));
+        assert!(matches!(
+            Cursor::decode("e30"),
+            Err(StoreError::InvalidCursor)
+        ));
     }
 
     #[test]

@@ -24,7 +24,10 @@ type Attributes = HashMap<String, AttributeValue>;
 
 impl DynamoStore {
     pub fn new(sdk: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
-        Self { client: Client::new(sdk), table: table.into() }
+        Self {
+            client: Client::new(sdk),
+            table: table.into(),
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -69,7 +72,10 @@ fn from_attributes(mut attributes: Attributes) -> Result<Item, StoreError> {
     let missing = || StoreError::Backend("an item without string keys pk and sk".into());
     let pk = string(&mut attributes, "pk").ok_or_else(missing)?;
     let sk = string(&mut attributes, "sk").ok_or_else(missing)?;
-    let index = match (string(&mut attributes, "gsi1pk"), string(&mut attributes, "gsi1sk")) {
+    let index = match (
+        string(&mut attributes, "gsi1pk"),
+        string(&mut attributes, "gsi1sk"),
+    ) {
         (Some(ipk), Some(isk)) => Some((ipk, isk)),
         _ => None,
     };
@@ -77,21 +83,32 @@ fn from_attributes(mut attributes: Attributes) -> Result<Item, StoreError> {
         Some(AttributeValue::N(n)) => n.parse().ok(),
         _ => None,
     };
-    let attrs: Map<String, Value> = serde_dynamo::from_item(attributes).map_err(|e| StoreError::Backend(e.to_string()))?;
-    Ok(Item { pk, sk, index, expires_at, attrs })
+    let attrs: Map<String, Value> =
+        serde_dynamo::from_item(attributes).map_err(|e| StoreError::Backend(e.to_string()))?;
+    Ok(Item {
+        pk,
+        sk,
+        index,
+        expires_at,
+        attrs,
+    })
 }
 
 /// A condition expression that also treats expired items as absent, with its names and values.
-fn condition_expression(condition: &Condition) -> Result<(String, HashMap<String, String>, Attributes), StoreError> {
+fn condition_expression(
+    condition: &Condition,
+) -> Result<(String, HashMap<String, String>, Attributes), StoreError> {
     let mut names = HashMap::from([("#ttl".to_owned(), "ttl".to_owned())]);
-    let mut values = HashMap::from([(":now".to_owned(), AttributeValue::N(now_unix().to_string()))]);
+    let mut values =
+        HashMap::from([(":now".to_owned(), AttributeValue::N(now_unix().to_string()))]);
     let live = "(attribute_not_exists(#ttl) OR #ttl > :now)";
     let expression = match condition {
         Condition::NotExists => "attribute_not_exists(pk) OR #ttl <= :now".to_owned(),
         Condition::Exists => format!("attribute_exists(pk) AND {live}"),
         Condition::Equals(name, value) => {
             names.insert("#a".into(), name.clone());
-            let value = serde_dynamo::to_attribute_value(value).map_err(|e| StoreError::InvalidItem(e.to_string()))?;
+            let value = serde_dynamo::to_attribute_value(value)
+                .map_err(|e| StoreError::InvalidItem(e.to_string()))?;
             values.insert(":v".into(), value);
             format!("#a = :v AND {live}")
         }
@@ -111,16 +128,34 @@ fn cursor_key(cursor: &Cursor) -> Attributes {
 fn cursor_of(mut last: Attributes, on_index: bool) -> Option<Cursor> {
     let pk = string(&mut last, "pk")?;
     let sk = string(&mut last, "sk")?;
-    let index = if on_index { Some((string(&mut last, "gsi1pk")?, string(&mut last, "gsi1sk")?)) } else { None };
+    let index = if on_index {
+        Some((string(&mut last, "gsi1pk")?, string(&mut last, "gsi1sk")?))
+    } else {
+        None
+    };
     Some(Cursor { pk, sk, index })
 }
 
 impl DynamoStore {
-    async fn run_query(&self, index: Option<&str>, pk: &str, query: Query) -> Result<Page, StoreError> {
-        let (pk_name, sk_name) = if index.is_some() { ("gsi1pk", "gsi1sk") } else { ("pk", "sk") };
-        let mut names = HashMap::from([("#pk".to_owned(), pk_name.to_owned()), ("#ttl".to_owned(), "ttl".to_owned())]);
-        let mut values =
-            HashMap::from([(":pk".to_owned(), s(pk)), (":now".to_owned(), AttributeValue::N(now_unix().to_string()))]);
+    async fn run_query(
+        &self,
+        index: Option<&str>,
+        pk: &str,
+        query: Query,
+    ) -> Result<Page, StoreError> {
+        let (pk_name, sk_name) = if index.is_some() {
+            ("gsi1pk", "gsi1sk")
+        } else {
+            ("pk", "sk")
+        };
+        let mut names = HashMap::from([
+            ("#pk".to_owned(), pk_name.to_owned()),
+            ("#ttl".to_owned(), "ttl".to_owned()),
+        ]);
+        let mut values = HashMap::from([
+            (":pk".to_owned(), s(pk)),
+            (":now".to_owned(), AttributeValue::N(now_unix().to_string())),
+        ]);
         let mut key_condition = "#pk = :pk".to_owned();
         if let Some(prefix) = query.sk_prefix.as_deref().filter(|p| !p.is_empty()) {
             names.insert("#sk".into(), sk_name.into());
@@ -147,8 +182,15 @@ impl DynamoStore {
             .send()
             .await
             .map_err(backend)?;
-        let items = output.items.unwrap_or_default().into_iter().map(from_attributes).collect::<Result<Vec<_>, _>>()?;
-        let next = output.last_evaluated_key.and_then(|last| cursor_of(last, index.is_some()));
+        let items = output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(from_attributes)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = output
+            .last_evaluated_key
+            .and_then(|last| cursor_of(last, index.is_some()));
         Ok(Page { items, next })
     }
 }
@@ -171,13 +213,19 @@ impl Store for DynamoStore {
             .map_err(backend)?;
         match output.item {
             None => Ok(None),
-            Some(attributes) => Ok(Some(from_attributes(attributes)?).filter(|item| !item.is_expired(now_unix()))),
+            Some(attributes) => {
+                Ok(Some(from_attributes(attributes)?).filter(|item| !item.is_expired(now_unix())))
+            }
         }
     }
 
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
         item.validate()?;
-        let mut request = self.client.put_item().table_name(&self.table).set_item(Some(to_attributes(&item)?));
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_attributes(&item)?));
         if let Some(condition) = &condition {
             let (expression, names, values) = condition_expression(condition)?;
             request = request
@@ -187,13 +235,24 @@ impl Store for DynamoStore {
         }
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(condition_failed) => Err(StoreError::ConditionFailed),
+            Err(err) if err.as_service_error().is_some_and(condition_failed) => {
+                Err(StoreError::ConditionFailed)
+            }
             Err(err) => Err(backend(err)),
         }
     }
 
-    async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError> {
-        let mut request = self.client.delete_item().table_name(&self.table).set_key(Some(key(pk, sk)));
+    async fn delete(
+        &self,
+        pk: &str,
+        sk: &str,
+        condition: Option<Condition>,
+    ) -> Result<(), StoreError> {
+        let mut request = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)));
         if let Some(condition) = &condition {
             let (expression, names, values) = condition_expression(condition)?;
             request = request
@@ -203,7 +262,9 @@ impl Store for DynamoStore {
         }
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(condition_failed) => Err(StoreError::ConditionFailed),
+            Err(err) if err.as_service_error().is_some_and(condition_failed) => {
+                Err(StoreError::ConditionFailed)
+            }
             Err(err) => Err(backend(err)),
         }
     }
@@ -223,8 +284,12 @@ impl Store for DynamoStore {
             .await
             .map_err(backend)?;
         match output.attributes.and_then(|mut a| a.remove(attr)) {
-            Some(AttributeValue::N(n)) => n.parse().map_err(|_| StoreError::Backend(format!("counter {attr:?} is {n}"))),
-            _ => Err(StoreError::Backend(format!("counter {attr:?} missing from the answer"))),
+            Some(AttributeValue::N(n)) => n
+                .parse()
+                .map_err(|_| StoreError::Backend(format!("counter {attr:?} is {n}"))),
+            _ => Err(StoreError::Backend(format!(
+                "counter {attr:?} missing from the answer"
+            ))),
         }
     }
 

@@ -15,9 +15,14 @@ use aws_smithy_http_client::tls;
 /// Loads the SDK configuration from the environment, with rustls on ring as the TLS stack.
 pub async fn load_sdk_config() -> aws_config::SdkConfig {
     let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
         .build_https();
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http_client).load().await
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client)
+        .load()
+        .await
 }
 
 /// The message of an SDK error with its whole chain of causes, for logs and backend errors.

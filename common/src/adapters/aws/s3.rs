@@ -21,8 +21,13 @@ pub struct S3Blobs {
 
 impl S3Blobs {
     pub fn new(sdk: &aws_config::SdkConfig, bucket: impl Into<String>, path_style: bool) -> Self {
-        let config = aws_sdk_s3::config::Builder::from(sdk).force_path_style(path_style).build();
-        Self { client: Client::from_conf(config), bucket: bucket.into() }
+        let config = aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(path_style)
+            .build();
+        Self {
+            client: Client::from_conf(config),
+            bucket: bucket.into(),
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -40,7 +45,10 @@ fn presigning(ttl: Duration) -> Result<PresigningConfig, BlobError> {
 
 fn signed(request: aws_sdk_s3::presigning::PresignedRequest, ttl: Duration) -> SignedUrl {
     let expires_at = Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default();
-    SignedUrl { url: request.uri().to_owned(), expires_at }
+    SignedUrl {
+        url: request.uri().to_owned(),
+        expires_at,
+    }
 }
 
 fn is_no_such_upload<E: aws_sdk_s3::error::ProvideErrorMetadata>(err: &E) -> bool {
@@ -53,7 +61,12 @@ impl Blobs for S3Blobs {
         &self.bucket
     }
 
-    async fn put(&self, key: &str, body: Bytes, content_type: Option<&str>) -> Result<ObjectMeta, BlobError> {
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+    ) -> Result<ObjectMeta, BlobError> {
         validate_key(key)?;
         let size = body.len() as u64;
         let output = self
@@ -66,12 +79,24 @@ impl Blobs for S3Blobs {
             .send()
             .await
             .map_err(backend)?;
-        Ok(ObjectMeta { key: key.to_owned(), size, etag: output.e_tag.unwrap_or_default() })
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size,
+            etag: output.e_tag.unwrap_or_default(),
+        })
     }
 
-    async fn put_file(&self, key: &str, path: &Path, content_type: Option<&str>) -> Result<ObjectMeta, BlobError> {
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: Option<&str>,
+    ) -> Result<ObjectMeta, BlobError> {
         validate_key(key)?;
-        let size = tokio::fs::metadata(path).await.map_err(BlobError::backend)?.len();
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(BlobError::backend)?
+            .len();
         let body = ByteStream::from_path(path).await.map_err(backend)?;
         let output = self
             .client
@@ -83,24 +108,47 @@ impl Blobs for S3Blobs {
             .send()
             .await
             .map_err(backend)?;
-        Ok(ObjectMeta { key: key.to_owned(), size, etag: output.e_tag.unwrap_or_default() })
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size,
+            etag: output.e_tag.unwrap_or_default(),
+        })
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
         validate_key(key)?;
-        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(output) => Ok(output.body.collect().await.map_err(backend)?.into_bytes()),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => Err(BlobError::NotFound(key.to_owned())),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                Err(BlobError::NotFound(key.to_owned()))
+            }
             Err(err) => Err(backend(err)),
         }
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BlobError> {
         validate_key(key)?;
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(output) => Ok(Some(ObjectMeta {
                 key: key.to_owned(),
-                size: output.content_length.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                size: output
+                    .content_length
+                    .and_then(|n| u64::try_from(n).ok())
+                    .unwrap_or(0),
                 etag: output.e_tag.unwrap_or_default(),
             })),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
@@ -110,13 +158,25 @@ impl Blobs for S3Blobs {
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
         validate_key(key)?;
-        self.client.delete_object().bucket(&self.bucket).key(key).send().await.map_err(backend)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BlobError> {
         let mut objects = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(backend)?;
             for object in page.contents.unwrap_or_default() {
@@ -132,17 +192,35 @@ impl Blobs for S3Blobs {
 
     async fn signed_get_url(&self, key: &str, ttl: Duration) -> Result<SignedUrl, BlobError> {
         validate_key(key)?;
-        let request = self.client.get_object().bucket(&self.bucket).key(key).presigned(presigning(ttl)?).await.map_err(backend)?;
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presigning(ttl)?)
+            .await
+            .map_err(backend)?;
         Ok(signed(request, ttl))
     }
 
     async fn signed_put_url(&self, key: &str, ttl: Duration) -> Result<SignedUrl, BlobError> {
         validate_key(key)?;
-        let request = self.client.put_object().bucket(&self.bucket).key(key).presigned(presigning(ttl)?).await.map_err(backend)?;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presigning(ttl)?)
+            .await
+            .map_err(backend)?;
         Ok(signed(request, ttl))
     }
 
-    async fn create_multipart(&self, key: &str, content_type: Option<&str>) -> Result<String, BlobError> {
+    async fn create_multipart(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+    ) -> Result<String, BlobError> {
         validate_key(key)?;
         let output = self
             .client
@@ -153,12 +231,21 @@ impl Blobs for S3Blobs {
             .send()
             .await
             .map_err(backend)?;
-        output.upload_id.ok_or_else(|| BlobError::Backend("S3 returned no upload id".into()))
+        output
+            .upload_id
+            .ok_or_else(|| BlobError::Backend("S3 returned no upload id".into()))
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, part_number: u32, body: Bytes) -> Result<String, BlobError> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> Result<String, BlobError> {
         validate_key(key)?;
-        let part = i32::try_from(part_number).map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
+        let part = i32::try_from(part_number)
+            .map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
         match self
             .client
             .upload_part()
@@ -170,15 +257,26 @@ impl Blobs for S3Blobs {
             .send()
             .await
         {
-            Ok(output) => output.e_tag.ok_or_else(|| BlobError::Backend("S3 returned no ETag".into())),
-            Err(err) if err.as_service_error().is_some_and(is_no_such_upload) => Err(BlobError::NoSuchUpload(upload_id.to_owned())),
+            Ok(output) => output
+                .e_tag
+                .ok_or_else(|| BlobError::Backend("S3 returned no ETag".into())),
+            Err(err) if err.as_service_error().is_some_and(is_no_such_upload) => {
+                Err(BlobError::NoSuchUpload(upload_id.to_owned()))
+            }
             Err(err) => Err(backend(err)),
         }
     }
 
-    async fn signed_part_url(&self, key: &str, upload_id: &str, part_number: u32, ttl: Duration) -> Result<SignedUrl, BlobError> {
+    async fn signed_part_url(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        ttl: Duration,
+    ) -> Result<SignedUrl, BlobError> {
         validate_key(key)?;
-        let part = i32::try_from(part_number).map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
+        let part = i32::try_from(part_number)
+            .map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
         let request = self
             .client
             .upload_part()
@@ -192,12 +290,23 @@ impl Blobs for S3Blobs {
         Ok(signed(request, ttl))
     }
 
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[CompletedPart]) -> Result<ObjectMeta, BlobError> {
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<ObjectMeta, BlobError> {
         validate_key(key)?;
         let mut completed = Vec::with_capacity(parts.len());
         for part in parts {
-            let number = i32::try_from(part.part_number).map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
-            completed.push(S3Part::builder().part_number(number).e_tag(&part.etag).build());
+            let number = i32::try_from(part.part_number)
+                .map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
+            completed.push(
+                S3Part::builder()
+                    .part_number(number)
+                    .e_tag(&part.etag)
+                    .build(),
+            );
         }
         let result = self
             .client
@@ -205,16 +314,26 @@ impl Blobs for S3Blobs {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
             .send()
             .await;
         match result {
-            Ok(_) => self.head(key).await?.ok_or_else(|| BlobError::NotFound(key.to_owned())),
-            Err(err) => match err.as_service_error().and_then(aws_sdk_s3::error::ProvideErrorMetadata::code) {
+            Ok(_) => self
+                .head(key)
+                .await?
+                .ok_or_else(|| BlobError::NotFound(key.to_owned())),
+            Err(err) => match err
+                .as_service_error()
+                .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
+            {
                 Some("NoSuchUpload") => Err(BlobError::NoSuchUpload(upload_id.to_owned())),
-                Some(code @ ("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "MalformedXML")) => {
-                    Err(BlobError::InvalidParts(code.to_owned()))
-                }
+                Some(
+                    code @ ("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "MalformedXML"),
+                ) => Err(BlobError::InvalidParts(code.to_owned())),
                 _ => Err(backend(err)),
             },
         }
@@ -222,9 +341,23 @@ impl Blobs for S3Blobs {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), BlobError> {
         validate_key(key)?;
-        match self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_upload()) => Err(BlobError::NoSuchUpload(upload_id.to_owned())),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_no_such_upload()) =>
+            {
+                Err(BlobError::NoSuchUpload(upload_id.to_owned()))
+            }
             Err(err) => Err(backend(err)),
         }
     }

@@ -16,7 +16,10 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     pub fn new(sdk: &aws_config::SdkConfig, url: impl Into<String>) -> Self {
-        Self { client: Client::new(sdk), url: url.into() }
+        Self {
+            client: Client::new(sdk),
+            url: url.into(),
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -37,7 +40,10 @@ fn seconds(duration: Duration, max: u64) -> i32 {
 }
 
 fn invalid_receipt<E: aws_sdk_sqs::error::ProvideErrorMetadata>(err: &E) -> bool {
-    matches!(err.code(), Some("ReceiptHandleIsInvalid" | "InvalidParameterValue" | "MessageNotInflight"))
+    matches!(
+        err.code(),
+        Some("ReceiptHandleIsInvalid" | "InvalidParameterValue" | "MessageNotInflight")
+    )
 }
 
 #[async_trait]
@@ -57,8 +63,14 @@ impl Queue for SqsQueue {
                         .map_err(backend)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let output =
-                self.client.send_message_batch().queue_url(&self.url).set_entries(Some(entries)).send().await.map_err(backend)?;
+            let output = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(backend)?;
             if let Some(failed) = output.failed.first() {
                 return Err(QueueError::Backend(format!(
                     "SQS refused {} of {} messages: {}",
@@ -71,7 +83,12 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn receive(&self, max: u32, visibility: Duration, wait: Duration) -> Result<Vec<Received>, QueueError> {
+    async fn receive(
+        &self,
+        max: u32,
+        visibility: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Received>, QueueError> {
         let output = self
             .client
             .receive_message()
@@ -94,15 +111,29 @@ impl Queue for SqsQueue {
                     .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(1);
-                Some(Received { id: message.message_id?, receipt: message.receipt_handle?, body: message.body.unwrap_or_default(), receive_count })
+                Some(Received {
+                    id: message.message_id?,
+                    receipt: message.receipt_handle?,
+                    body: message.body.unwrap_or_default(),
+                    receive_count,
+                })
             })
             .collect())
     }
 
     async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
-        match self.client.delete_message().queue_url(&self.url).receipt_handle(receipt).send().await {
+        match self
+            .client
+            .delete_message()
+            .queue_url(&self.url)
+            .receipt_handle(receipt)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(invalid_receipt) => Err(QueueError::InvalidReceipt),
+            Err(err) if err.as_service_error().is_some_and(invalid_receipt) => {
+                Err(QueueError::InvalidReceipt)
+            }
             Err(err) => Err(backend(err)),
         }
     }
@@ -118,7 +149,9 @@ impl Queue for SqsQueue {
             .await
         {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(invalid_receipt) => Err(QueueError::InvalidReceipt),
+            Err(err) if err.as_service_error().is_some_and(invalid_receipt) => {
+                Err(QueueError::InvalidReceipt)
+            }
             Err(err) => Err(backend(err)),
         }
     }

@@ -54,7 +54,12 @@ struct Inner {
 
 impl LocalBlobs {
     /// The bucket `bucket` under `data_dir`, whose signed URLs start with `public_url`.
-    pub fn open(data_dir: &Path, bucket: &str, signer: UrlSigner, public_url: Url) -> std::io::Result<Self> {
+    pub fn open(
+        data_dir: &Path,
+        bucket: &str,
+        signer: UrlSigner,
+        public_url: Url,
+    ) -> std::io::Result<Self> {
         let base = data_dir.join("blobs");
         let inner = Inner {
             bucket: bucket.to_owned(),
@@ -68,14 +73,21 @@ impl LocalBlobs {
         for dir in [&inner.root, &inner.tmp, &inner.multipart] {
             std::fs::create_dir_all(dir)?;
         }
-        Ok(Self { inner: Arc::new(inner) })
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Sends an S3-shaped `ObjectCreated` notification to `queue` for every object written, as S3 does
     /// to its notification targets.
     pub fn with_events(self, queue: Arc<dyn Queue>) -> Self {
-        let inner = Inner { events: Some(queue), ..(*self.inner).clone() };
-        Self { inner: Arc::new(inner) }
+        let inner = Inner {
+            events: Some(queue),
+            ..(*self.inner).clone()
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
     }
 
     fn object_path(&self, key: &str) -> Result<PathBuf, BlobError> {
@@ -94,13 +106,18 @@ impl LocalBlobs {
 
     fn upload_dir(&self, upload_id: &str) -> Result<PathBuf, BlobError> {
         if upload_id.len() != 36 || !upload_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            return Err(BlobError::NoSuchUpload(upload_id.chars().take(40).collect()));
+            return Err(BlobError::NoSuchUpload(
+                upload_id.chars().take(40).collect(),
+            ));
         }
         Ok(self.inner.multipart.join(upload_id))
     }
 
     /// Streams `body` into a synced temporary file; returns it with its size and SHA-256.
-    async fn write_temp<S, E>(&self, mut body: S) -> Result<(tempfile::TempPath, u64, String), BlobError>
+    async fn write_temp<S, E>(
+        &self,
+        mut body: S,
+    ) -> Result<(tempfile::TempPath, u64, String), BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -111,10 +128,13 @@ impl LocalBlobs {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| BlobError::Backend(format!("reading the body failed: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| BlobError::Backend(format!("reading the body failed: {e}")))?;
             size += chunk.len() as u64;
             if size > MAX_OBJECT_SIZE {
-                return Err(BlobError::InvalidParts(format!("an object or part may hold at most {MAX_OBJECT_SIZE} bytes")));
+                return Err(BlobError::InvalidParts(format!(
+                    "an object or part may hold at most {MAX_OBJECT_SIZE} bytes"
+                )));
             }
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(BlobError::backend)?;
@@ -123,17 +143,34 @@ impl LocalBlobs {
         Ok((path, size, hex::encode(hasher.finalize())))
     }
 
-    async fn commit(&self, temp: tempfile::TempPath, key: &str, size: u64, etag: String, event: &str) -> Result<ObjectMeta, BlobError> {
+    async fn commit(
+        &self,
+        temp: tempfile::TempPath,
+        key: &str,
+        size: u64,
+        etag: String,
+        event: &str,
+    ) -> Result<ObjectMeta, BlobError> {
         let path = self.object_path(key)?;
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir).await.map_err(BlobError::backend)?;
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(BlobError::backend)?;
         }
-        temp.persist(&path).map_err(|e| BlobError::backend(e.error))?;
+        temp.persist(&path)
+            .map_err(|e| BlobError::backend(e.error))?;
         write_sidecar(&path, &etag).await?;
-        let meta = ObjectMeta { key: key.to_owned(), size, etag };
+        let meta = ObjectMeta {
+            key: key.to_owned(),
+            size,
+            etag,
+        };
         if let Some(queue) = &self.inner.events {
             let notification = s3_notification(&self.inner.bucket, &meta, event);
-            queue.send(notification.to_string()).await.map_err(BlobError::backend)?;
+            queue
+                .send(notification.to_string())
+                .await
+                .map_err(BlobError::backend)?;
         }
         Ok(meta)
     }
@@ -146,18 +183,27 @@ impl LocalBlobs {
     {
         validate_key(key)?;
         let (temp, size, hash) = self.write_temp(body).await?;
-        self.commit(temp, key, size, quoted(&hash[..32]), "ObjectCreated:Put").await
+        self.commit(temp, key, size, quoted(&hash[..32]), "ObjectCreated:Put")
+            .await
     }
 
     /// Stores a streamed part of a multipart upload and returns its ETag.
-    pub async fn put_part_stream<S, E>(&self, key: &str, upload_id: &str, part_number: u32, body: S) -> Result<String, BlobError>
+    pub async fn put_part_stream<S, E>(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: S,
+    ) -> Result<String, BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
         validate_key(key)?;
         if !(1..=10_000).contains(&part_number) {
-            return Err(BlobError::InvalidParts(format!("part number {part_number} is outside 1 to 10000")));
+            return Err(BlobError::InvalidParts(format!(
+                "part number {part_number} is outside 1 to 10000"
+            )));
         }
         let dir = self.upload_dir(upload_id)?;
         if read_upload_key(&dir).await?.as_deref() != Some(key) {
@@ -166,18 +212,33 @@ impl LocalBlobs {
         let (temp, _, hash) = self.write_temp(body).await?;
         let etag = quoted(&hash[..32]);
         let part = dir.join(format!("{part_number:05}.part"));
-        temp.persist(&part).map_err(|e| BlobError::backend(e.error))?;
+        temp.persist(&part)
+            .map_err(|e| BlobError::backend(e.error))?;
         write_sidecar(&part, &etag).await?;
         Ok(etag)
     }
 
-    fn signed_url(&self, method: &Method, key: &str, extra: &[(&str, String)], ttl: Duration) -> Result<SignedUrl, BlobError> {
+    fn signed_url(
+        &self,
+        method: &Method,
+        key: &str,
+        extra: &[(&str, String)],
+        ttl: Duration,
+    ) -> Result<SignedUrl, BlobError> {
         validate_key(key)?;
-        let expires_at = Utc::now() + chrono::Duration::from_std(ttl).map_err(BlobError::backend)?;
+        let expires_at =
+            Utc::now() + chrono::Duration::from_std(ttl).map_err(BlobError::backend)?;
         let path = format!("{BLOB_ROUTE_PREFIX}/{}/{key}", self.inner.bucket);
         let resource = resource(&path, extra.iter().map(|(k, v)| (*k, v.as_str())));
-        let signature = self.inner.signer.sign(method.as_str(), &resource, expires_at);
-        let mut url = self.inner.public_url.join(path.trim_start_matches('/')).map_err(BlobError::backend)?;
+        let signature = self
+            .inner
+            .signer
+            .sign(method.as_str(), &resource, expires_at);
+        let mut url = self
+            .inner
+            .public_url
+            .join(path.trim_start_matches('/'))
+            .map_err(BlobError::backend)?;
         {
             let mut query = url.query_pairs_mut();
             for (name, value) in extra {
@@ -186,7 +247,10 @@ impl LocalBlobs {
             query.append_pair("expires", &expires_at.timestamp().to_string());
             query.append_pair("signature", &signature);
         }
-        Ok(SignedUrl { url: url.into(), expires_at })
+        Ok(SignedUrl {
+            url: url.into(),
+            expires_at,
+        })
     }
 }
 
@@ -210,7 +274,9 @@ fn sidecar(path: &Path) -> PathBuf {
 }
 
 async fn write_sidecar(path: &Path, etag: &str) -> Result<(), BlobError> {
-    tokio::fs::write(sidecar(path), etag).await.map_err(BlobError::backend)
+    tokio::fs::write(sidecar(path), etag)
+        .await
+        .map_err(BlobError::backend)
 }
 
 async fn read_upload_key(dir: &Path) -> Result<Option<String>, BlobError> {
@@ -249,8 +315,14 @@ async fn meta_of(path: &Path, key: &str) -> Result<Option<ObjectMeta>, BlobError
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(BlobError::backend(err)),
     };
-    let etag = tokio::fs::read_to_string(sidecar(path)).await.unwrap_or_default();
-    Ok(Some(ObjectMeta { key: key.to_owned(), size: metadata.len(), etag }))
+    let etag = tokio::fs::read_to_string(sidecar(path))
+        .await
+        .unwrap_or_default();
+    Ok(Some(ObjectMeta {
+        key: key.to_owned(),
+        size: metadata.len(),
+        etag,
+    }))
 }
 
 fn not_found(key: &str) -> BlobError {
@@ -263,12 +335,28 @@ impl Blobs for LocalBlobs {
         &self.inner.bucket
     }
 
-    async fn put(&self, key: &str, body: Bytes, _content_type: Option<&str>) -> Result<ObjectMeta, BlobError> {
-        self.put_stream(key, futures::stream::iter([Ok::<_, std::convert::Infallible>(body)])).await
+    async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        _content_type: Option<&str>,
+    ) -> Result<ObjectMeta, BlobError> {
+        self.put_stream(
+            key,
+            futures::stream::iter([Ok::<_, std::convert::Infallible>(body)]),
+        )
+        .await
     }
 
-    async fn put_file(&self, key: &str, path: &Path, _content_type: Option<&str>) -> Result<ObjectMeta, BlobError> {
-        let file = tokio::fs::File::open(path).await.map_err(BlobError::backend)?;
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        _content_type: Option<&str>,
+    ) -> Result<ObjectMeta, BlobError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(BlobError::backend)?;
         self.put_stream(key, tokio_util_stream(file)).await
     }
 
@@ -320,26 +408,59 @@ impl Blobs for LocalBlobs {
         self.signed_url(&Method::PUT, key, &[], ttl)
     }
 
-    async fn create_multipart(&self, key: &str, _content_type: Option<&str>) -> Result<String, BlobError> {
+    async fn create_multipart(
+        &self,
+        key: &str,
+        _content_type: Option<&str>,
+    ) -> Result<String, BlobError> {
         validate_key(key)?;
         let upload_id = uuid::Uuid::new_v4().to_string();
         let dir = self.upload_dir(&upload_id)?;
-        tokio::fs::create_dir_all(&dir).await.map_err(BlobError::backend)?;
-        tokio::fs::write(dir.join("key"), key).await.map_err(BlobError::backend)?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(BlobError::backend)?;
+        tokio::fs::write(dir.join("key"), key)
+            .await
+            .map_err(BlobError::backend)?;
         Ok(upload_id)
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, part_number: u32, body: Bytes) -> Result<String, BlobError> {
-        self.put_part_stream(key, upload_id, part_number, futures::stream::iter([Ok::<_, std::convert::Infallible>(body)]))
-            .await
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        body: Bytes,
+    ) -> Result<String, BlobError> {
+        self.put_part_stream(
+            key,
+            upload_id,
+            part_number,
+            futures::stream::iter([Ok::<_, std::convert::Infallible>(body)]),
+        )
+        .await
     }
 
-    async fn signed_part_url(&self, key: &str, upload_id: &str, part_number: u32, ttl: Duration) -> Result<SignedUrl, BlobError> {
-        let params = [("partNumber", part_number.to_string()), ("uploadId", upload_id.to_owned())];
+    async fn signed_part_url(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        ttl: Duration,
+    ) -> Result<SignedUrl, BlobError> {
+        let params = [
+            ("partNumber", part_number.to_string()),
+            ("uploadId", upload_id.to_owned()),
+        ];
         self.signed_url(&Method::PUT, key, &params, ttl)
     }
 
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[CompletedPart]) -> Result<ObjectMeta, BlobError> {
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<ObjectMeta, BlobError> {
         let dir = self.upload_dir(upload_id)?;
         if read_upload_key(&dir).await?.as_deref() != Some(key) {
             return Err(BlobError::NoSuchUpload(upload_id.to_owned()));
@@ -347,20 +468,34 @@ impl Blobs for LocalBlobs {
         if parts.is_empty() {
             return Err(BlobError::InvalidParts("name at least one part".into()));
         }
-        if parts.windows(2).any(|pair| pair[0].part_number >= pair[1].part_number) {
-            return Err(BlobError::InvalidParts("parts must be listed in ascending order".into()));
+        if parts
+            .windows(2)
+            .any(|pair| pair[0].part_number >= pair[1].part_number)
+        {
+            return Err(BlobError::InvalidParts(
+                "parts must be listed in ascending order".into(),
+            ));
         }
         let mut files = Vec::with_capacity(parts.len());
         for (index, part) in parts.iter().enumerate() {
             let path = dir.join(format!("{:05}.part", part.part_number));
             let Some(meta) = meta_of(&path, key).await? else {
-                return Err(BlobError::InvalidParts(format!("part {} was not uploaded", part.part_number)));
+                return Err(BlobError::InvalidParts(format!(
+                    "part {} was not uploaded",
+                    part.part_number
+                )));
             };
             if meta.etag.trim_matches('"') != part.etag.trim_matches('"') {
-                return Err(BlobError::InvalidParts(format!("part {}'s ETag does not match", part.part_number)));
+                return Err(BlobError::InvalidParts(format!(
+                    "part {}'s ETag does not match",
+                    part.part_number
+                )));
             }
             if index + 1 < parts.len() && meta.size < MIN_PART_SIZE {
-                return Err(BlobError::InvalidParts(format!("part {} is smaller than 5 MiB", part.part_number)));
+                return Err(BlobError::InvalidParts(format!(
+                    "part {} is smaller than 5 MiB",
+                    part.part_number
+                )));
             }
             files.push(path);
         }
@@ -370,14 +505,32 @@ impl Blobs for LocalBlobs {
         let mut size = 0u64;
         let mut digest = Sha256::new();
         for (path, part) in files.iter().zip(parts) {
-            let mut input = tokio::fs::File::open(path).await.map_err(BlobError::backend)?;
-            size += tokio::io::copy(&mut input, &mut out).await.map_err(BlobError::backend)?;
+            let mut input = tokio::fs::File::open(path)
+                .await
+                .map_err(BlobError::backend)?;
+            size += tokio::io::copy(&mut input, &mut out)
+                .await
+                .map_err(BlobError::backend)?;
             digest.update(part.etag.trim_matches('"').as_bytes());
         }
         out.sync_all().await.map_err(BlobError::backend)?;
-        let etag = quoted(&format!("{}-{}", &hex::encode(digest.finalize())[..32], parts.len()));
-        let meta = self.commit(temp, key, size, etag, "ObjectCreated:CompleteMultipartUpload").await?;
-        tokio::fs::remove_dir_all(&dir).await.map_err(BlobError::backend)?;
+        let etag = quoted(&format!(
+            "{}-{}",
+            &hex::encode(digest.finalize())[..32],
+            parts.len()
+        ));
+        let meta = self
+            .commit(
+                temp,
+                key,
+                size,
+                etag,
+                "ObjectCreated:CompleteMultipartUpload",
+            )
+            .await?;
+        tokio::fs::remove_dir_all(&dir)
+            .await
+            .map_err(BlobError::backend)?;
         Ok(meta)
     }
 
@@ -386,7 +539,9 @@ impl Blobs for LocalBlobs {
         if read_upload_key(&dir).await?.as_deref() != Some(key) {
             return Err(BlobError::NoSuchUpload(upload_id.to_owned()));
         }
-        tokio::fs::remove_dir_all(&dir).await.map_err(BlobError::backend)
+        tokio::fs::remove_dir_all(&dir)
+            .await
+            .map_err(BlobError::backend)
     }
 }
 
@@ -463,31 +618,57 @@ type Buckets = Arc<HashMap<String, LocalBlobs>>;
 /// Routes that serve the local buckets' signed URLs: `GET`/`HEAD` (with ranges) and `PUT` of objects
 /// and multipart parts under [`BLOB_ROUTE_PREFIX`].
 pub fn blob_routes(buckets: impl IntoIterator<Item = LocalBlobs>) -> Router {
-    let buckets: Buckets = Arc::new(buckets.into_iter().map(|b| (b.inner.bucket.clone(), b)).collect());
+    let buckets: Buckets = Arc::new(
+        buckets
+            .into_iter()
+            .map(|b| (b.inner.bucket.clone(), b))
+            .collect(),
+    );
     Router::new()
-        .route(&format!("{BLOB_ROUTE_PREFIX}/{{bucket}}/{{*key}}"), get(serve_object).head(serve_object).put(put_object))
+        .route(
+            &format!("{BLOB_ROUTE_PREFIX}/{{bucket}}/{{*key}}"),
+            get(serve_object).head(serve_object).put(put_object),
+        )
         .with_state(buckets)
 }
 
-fn verify(blobs: &LocalBlobs, method: &Method, key: &str, query: &SignedQuery) -> Result<(), ApiError> {
+fn verify(
+    blobs: &LocalBlobs,
+    method: &Method,
+    key: &str,
+    query: &SignedQuery,
+) -> Result<(), ApiError> {
     let path = format!("{BLOB_ROUTE_PREFIX}/{}/{key}", blobs.inner.bucket);
     let part = query.part_number.map(|n| n.to_string());
     let params: Vec<(&str, &str)> = match (&part, &query.upload_id) {
         (Some(part), Some(upload)) => vec![("partNumber", part), ("uploadId", upload)],
         (None, None) => vec![],
-        _ => return Err(ApiError::bad_request("invalid_parts", "partNumber and uploadId go together")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_parts",
+                "partNumber and uploadId go together",
+            ));
+        }
     };
     // A GET signature also covers HEAD, as with S3.
-    let method = if method == Method::HEAD { Method::GET } else { method.clone() };
-    blobs
-        .inner
-        .signer
-        .verify(method.as_str(), &resource(&path, params.into_iter()), query.expires.as_deref(), query.signature.as_deref())?;
+    let method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    blobs.inner.signer.verify(
+        method.as_str(),
+        &resource(&path, params.into_iter()),
+        query.expires.as_deref(),
+        query.signature.as_deref(),
+    )?;
     Ok(())
 }
 
 fn bucket<'a>(buckets: &'a Buckets, name: &str) -> Result<&'a LocalBlobs, ApiError> {
-    buckets.get(name).ok_or_else(|| ApiError::not_found("no such bucket"))
+    buckets
+        .get(name)
+        .ok_or_else(|| ApiError::not_found("no such bucket"))
 }
 
 async fn serve_object(
@@ -511,7 +692,10 @@ async fn serve_object(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .map(Body::new);
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=60"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=60"),
+    );
     Ok(response)
 }
 

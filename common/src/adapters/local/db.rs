@@ -58,25 +58,34 @@ impl LocalDb {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, rusqlite::Error> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         }
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), wakeups: Arc::default() })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            wakeups: Arc::default(),
+        })
     }
 
     /// Runs `f` with the connection on the blocking pool.
-    pub(crate) async fn call<T, E>(&self, f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    pub(crate) async fn call<T, E>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
     where
         T: Send + 'static,
         E: DbFailure + Send + 'static,
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| E::db_failure("the database lock is poisoned".to_owned()))?;
+            let mut guard = conn
+                .lock()
+                .map_err(|_| E::db_failure("the database lock is poisoned".to_owned()))?;
             f(&mut guard)
         })
         .await
@@ -86,7 +95,10 @@ impl LocalDb {
     /// A wake-up shared by every handle on the queue `name`, so that long polls return as soon as a
     /// message is sent in this process.
     pub(crate) fn wakeup(&self, name: &str) -> Arc<Notify> {
-        let mut wakeups = self.wakeups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut wakeups = self
+            .wakeups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         wakeups.entry(name.to_owned()).or_default().clone()
     }
 }

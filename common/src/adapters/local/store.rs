@@ -19,7 +19,12 @@ impl LocalStore {
     /// Deletes expired items; readers already ignore them, this reclaims their space.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
         self.db
-            .call(|conn| Ok(conn.execute("DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?1", [now_unix()])?))
+            .call(|conn| {
+                Ok(conn.execute(
+                    "DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+                    [now_unix()],
+                )?)
+            })
             .await
     }
 }
@@ -38,17 +43,32 @@ const COLUMNS: &str = "pk, sk, attrs, gsi1pk, gsi1sk, expires_at";
 
 fn read_item(row: &Row<'_>) -> rusqlite::Result<Item> {
     let attrs: String = row.get(2)?;
-    let attrs: Map<String, Value> = serde_json::from_str(&attrs).map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
-    let index = match (row.get::<_, Option<String>>(3)?, row.get::<_, Option<String>>(4)?) {
+    let attrs: Map<String, Value> = serde_json::from_str(&attrs).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let index = match (
+        row.get::<_, Option<String>>(3)?,
+        row.get::<_, Option<String>>(4)?,
+    ) {
         (Some(pk), Some(sk)) => Some((pk, sk)),
         _ => None,
     };
-    Ok(Item { pk: row.get(0)?, sk: row.get(1)?, index, expires_at: row.get(5)?, attrs })
+    Ok(Item {
+        pk: row.get(0)?,
+        sk: row.get(1)?,
+        index,
+        expires_at: row.get(5)?,
+        attrs,
+    })
 }
 
 fn current(tx: &Transaction<'_>, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
     let item = tx
-        .query_row(&format!("SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk = ?2"), params![pk, sk], read_item)
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk = ?2"),
+            params![pk, sk],
+            read_item,
+        )
         .optional()?;
     Ok(item.filter(|item| !item.is_expired(now_unix())))
 }
@@ -58,13 +78,20 @@ fn check(condition: Option<&Condition>, existing: Option<&Item>) -> Result<(), S
         None => true,
         Some(Condition::NotExists) => existing.is_none(),
         Some(Condition::Exists) => existing.is_some(),
-        Some(Condition::Equals(name, value)) => existing.and_then(|item| item.attrs.get(name)) == Some(value),
+        Some(Condition::Equals(name, value)) => {
+            existing.and_then(|item| item.attrs.get(name)) == Some(value)
+        }
     };
-    if holds { Ok(()) } else { Err(StoreError::ConditionFailed) }
+    if holds {
+        Ok(())
+    } else {
+        Err(StoreError::ConditionFailed)
+    }
 }
 
 fn write(tx: &Transaction<'_>, item: &Item) -> Result<(), StoreError> {
-    let attrs = serde_json::to_string(&item.attrs).map_err(|e| StoreError::InvalidItem(e.to_string()))?;
+    let attrs =
+        serde_json::to_string(&item.attrs).map_err(|e| StoreError::InvalidItem(e.to_string()))?;
     let (ipk, isk) = item.index.clone().unzip();
     tx.execute(
         &format!("INSERT OR REPLACE INTO items ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
@@ -95,9 +122,13 @@ impl Store for LocalStore {
         item.validate()?;
         self.db
             .call(move |conn| {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 if condition.is_some() {
-                    check(condition.as_ref(), current(&tx, &item.pk, &item.sk)?.as_ref())?;
+                    check(
+                        condition.as_ref(),
+                        current(&tx, &item.pk, &item.sk)?.as_ref(),
+                    )?;
                 }
                 write(&tx, &item)?;
                 tx.commit()?;
@@ -106,15 +137,24 @@ impl Store for LocalStore {
             .await
     }
 
-    async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError> {
+    async fn delete(
+        &self,
+        pk: &str,
+        sk: &str,
+        condition: Option<Condition>,
+    ) -> Result<(), StoreError> {
         let (pk, sk) = (pk.to_owned(), sk.to_owned());
         self.db
             .call(move |conn| {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 if condition.is_some() {
                     check(condition.as_ref(), current(&tx, &pk, &sk)?.as_ref())?;
                 }
-                tx.execute("DELETE FROM items WHERE pk = ?1 AND sk = ?2", params![pk, sk])?;
+                tx.execute(
+                    "DELETE FROM items WHERE pk = ?1 AND sk = ?2",
+                    params![pk, sk],
+                )?;
                 tx.commit()?;
                 Ok(())
             })
@@ -127,19 +167,20 @@ impl Store for LocalStore {
         let attr = attr.to_owned();
         self.db
             .call(move |conn| {
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 if let Some(existing) = current(&tx, &item.pk, &item.sk)? {
                     item = existing;
                 }
                 let value = match item.attrs.get(&attr) {
                     None => 0,
-                    Some(value) => value
-                        .as_i64()
-                        .ok_or_else(|| StoreError::InvalidItem(format!("attribute {attr:?} is not an integer")))?,
+                    Some(value) => value.as_i64().ok_or_else(|| {
+                        StoreError::InvalidItem(format!("attribute {attr:?} is not an integer"))
+                    })?,
                 };
-                let value = value
-                    .checked_add(by)
-                    .ok_or_else(|| StoreError::InvalidItem(format!("attribute {attr:?} would overflow")))?;
+                let value = value.checked_add(by).ok_or_else(|| {
+                    StoreError::InvalidItem(format!("attribute {attr:?} would overflow"))
+                })?;
                 item.attrs.insert(attr, value.into());
                 write(&tx, &item)?;
                 tx.commit()?;
@@ -153,7 +194,11 @@ impl Store for LocalStore {
         self.db
             .call(move |conn| {
                 let prefix = query.sk_prefix.clone().unwrap_or_default();
-                let (cmp, order) = if query.descending { ("<", "DESC") } else { (">", "ASC") };
+                let (cmp, order) = if query.descending {
+                    ("<", "DESC")
+                } else {
+                    (">", "ASC")
+                };
                 let after = query.cursor.as_ref().map(|c| c.sk.clone());
                 let sql = format!(
                     "SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 \
@@ -163,7 +208,10 @@ impl Store for LocalStore {
                 let limit = query.effective_limit();
                 let mut statement = conn.prepare_cached(&sql)?;
                 let items = statement
-                    .query_map(params![pk, prefix, prefix_end(&prefix), now_unix(), after, limit], read_item)?
+                    .query_map(
+                        params![pk, prefix, prefix_end(&prefix), now_unix(), after, limit],
+                        read_item,
+                    )?
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok(page(items, limit, false))
             })
@@ -174,7 +222,11 @@ impl Store for LocalStore {
         let index_pk = index_pk.to_owned();
         let after = match &query.cursor {
             None => None,
-            Some(Cursor { pk, sk, index: Some((_, isk)) }) => Some((isk.clone(), pk.clone(), sk.clone())),
+            Some(Cursor {
+                pk,
+                sk,
+                index: Some((_, isk)),
+            }) => Some((isk.clone(), pk.clone(), sk.clone())),
             Some(_) => return Err(StoreError::InvalidCursor),
         };
         self.db
@@ -203,7 +255,9 @@ impl Store for LocalStore {
 }
 
 fn page(items: Vec<Item>, limit: u32, on_index: bool) -> Page {
-    let next = (items.len() == limit as usize).then(|| items.last().map(|item| Cursor::of(item, on_index))).flatten();
+    let next = (items.len() == limit as usize)
+        .then(|| items.last().map(|item| Cursor::of(item, on_index)))
+        .flatten();
     Page { items, next }
 }
 

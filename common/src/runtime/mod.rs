@@ -1,0 +1,169 @@
+//! One binary, three ways to run. With `AWS_LAMBDA_RUNTIME_API` set, HTTP functions run under
+//! `lambda_http` (function URL events) and event functions under `lambda_runtime`; otherwise the same
+//! router or handler is served over HTTP on `0.0.0.0:$PORT`, taking CloudEvents for events as Knative
+//! delivers them, and drains on SIGTERM. The local server mounts the same routers and handlers in one
+//! process. A handler never knows which of the three it runs under.
+
+mod cloudevents;
+mod http;
+mod lambda;
+mod worker;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub use self::cloudevents::event_router;
+pub use self::http::{Health, MetricsRoute, http_app};
+pub use self::lambda::handle_lambda_event;
+pub use self::worker::{QueueWorker, Retry};
+
+use crate::config::{Config, EXIT_CONFIG};
+use crate::events::EventHandler;
+
+/// A function's name (kebab-case, as everywhere) and version, for `/healthz`, logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionInfo {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+/// `FunctionInfo` of the calling crate.
+#[macro_export]
+macro_rules! function_info {
+    () => {
+        $crate::runtime::FunctionInfo {
+            name: env!("CARGO_PKG_NAME"),
+            version: env!("CARGO_PKG_VERSION"),
+        }
+    };
+}
+
+/// Whether this process runs inside AWS Lambda.
+pub fn on_lambda() -> bool {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some()
+}
+
+/// Reads the configuration and starts logging; a bad configuration ends the process with a message
+/// naming the variable and exit status 78.
+pub fn start(info: FunctionInfo) -> Config {
+    match Config::from_env() {
+        Ok(config) => {
+            crate::telemetry::init_tracing(config.log_format);
+            tracing::info!(function = info.name, version = info.version, backend = ?config.backend, "starting");
+            config
+        }
+        Err(err) => {
+            eprintln!("{}: configuration error: {err}", info.name);
+            std::process::exit(EXIT_CONFIG);
+        }
+    }
+}
+
+/// Ends the process for a dependency that could not be set up at start.
+pub fn fail_start(info: FunctionInfo, what: &str, err: &dyn std::fmt::Display) -> ! {
+    tracing::error!(function = info.name, error = %err, "{what}");
+    eprintln!("{}: {what}: {err}", info.name);
+    std::process::exit(1);
+}
+
+/// Serves an HTTP function: on Lambda as a function URL handler, elsewhere on `0.0.0.0:$PORT`.
+pub async fn serve_http(info: FunctionInfo, config: &Config, router: axum::Router) -> ExitCode {
+    if on_lambda() {
+        let collector = match crate::telemetry::cloudwatch_emf(info.name) {
+            Ok(collector) => collector,
+            Err(err) => fail_start(info, "metrics could not start", &err),
+        };
+        let app = http_app(info, router, MetricsRoute::Off);
+        return match metrics_cloudwatch_embedded::lambda::service::run_http(collector, app).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail_start(info, "the Lambda runtime stopped", &err),
+        };
+    }
+    let app = http_app(
+        info,
+        router,
+        MetricsRoute::Prometheus(crate::telemetry::prometheus()),
+    );
+    serve_on_port(info, config.port, app).await
+}
+
+/// Serves an event function: on Lambda for S3, SQS (with partial batch failures) and EventBridge
+/// payloads, elsewhere as a CloudEvents sink on `POST /` of `0.0.0.0:$PORT`.
+pub async fn serve_events(
+    info: FunctionInfo,
+    config: &Config,
+    handler: Arc<dyn EventHandler>,
+) -> ExitCode {
+    if on_lambda() {
+        let collector = match crate::telemetry::cloudwatch_emf(info.name) {
+            Ok(collector) => collector,
+            Err(err) => fail_start(info, "metrics could not start", &err),
+        };
+        let service = lambda_runtime::service_fn(
+            move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+                let handler = handler.clone();
+                async move {
+                    handle_lambda_event(handler.as_ref(), event.payload)
+                        .await
+                        .map_err(lambda_runtime::Error::from)
+                }
+            },
+        );
+        return match metrics_cloudwatch_embedded::lambda::service::run(collector, service).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail_start(info, "the Lambda runtime stopped", &err),
+        };
+    }
+    let app = http_app(
+        info,
+        event_router(info, handler),
+        MetricsRoute::Prometheus(crate::telemetry::prometheus()),
+    );
+    serve_on_port(info, config.port, app).await
+}
+
+async fn serve_on_port(info: FunctionInfo, port: u16, app: axum::Router) -> ExitCode {
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(err) => fail_start(info, &format!("cannot listen on {addr}"), &err),
+    };
+    tracing::info!(function = info.name, %addr, "serving");
+    match axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    {
+        Ok(()) => {
+            tracing::info!(function = info.name, "drained; stopping");
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail_start(info, "the server stopped", &err),
+    }
+}
+
+/// Resolves on SIGTERM (Knative, Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        drop(tokio::signal::ctrl_c().await);
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,149 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::events::{EventError, EventHandler, Message, events_from_message, handle_all};
+use crate::queue::{Queue, Received};
+
+/// Exponential backoff for retryable failures: `base × 2^(attempt−1)`, at most `max`.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Retry {
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(20));
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// Feeds one queue's messages to an event handler, as an SQS event source mapping does on Lambda: a
+/// success deletes the message; a retryable failure makes it visible again after a backoff; a malformed
+/// one at once, so that it reaches the dead-letter queue after the queue's maximum deliveries. While a
+/// handler runs, its message's visibility is extended, so long jobs are not delivered twice.
+pub struct QueueWorker {
+    pub name: String,
+    pub queue: Arc<dyn Queue>,
+    pub handler: Arc<dyn EventHandler>,
+    pub visibility: Duration,
+    pub retry: Retry,
+}
+
+impl QueueWorker {
+    /// Receives and handles messages, at most as many at once as `permits` allows (shared between
+    /// workers), until `shutdown` turns true; then waits for the handlers under way.
+    pub async fn run(
+        self: Arc<Self>,
+        permits: Arc<Semaphore>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut running = JoinSet::new();
+        loop {
+            while running.try_join_next().is_some() {}
+            if *shutdown.borrow() {
+                break;
+            }
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                _ = shutdown.changed() => break,
+            };
+            let received = tokio::select! {
+                received = self.queue.receive(1, self.visibility, Duration::from_secs(5)) => received,
+                _ = shutdown.changed() => break,
+            };
+            match received {
+                Ok(messages) => {
+                    if let Some(message) = messages.into_iter().next() {
+                        running.spawn(self.clone().process(message, permit));
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(worker = %self.name, error = %err, "receiving failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        while running.join_next().await.is_some() {}
+        tracing::info!(worker = %self.name, "stopped");
+    }
+
+    async fn process(self: Arc<Self>, received: Received, _permit: OwnedSemaphorePermit) {
+        let span = tracing::info_span!("message", worker = %self.name, message_id = %received.id, receive_count = received.receive_count);
+        let _entered = span.enter();
+        let heartbeat = self.keep_invisible(received.receipt.clone());
+        let message = Message {
+            id: received.id.clone(),
+            body: received.body,
+            receive_count: received.receive_count,
+        };
+        let result = match events_from_message(self.handler.trigger(), message) {
+            Ok(events) => handle_all(self.handler.as_ref(), events).await,
+            Err(err) => Err(err),
+        };
+        heartbeat.abort();
+        let outcome = match &result {
+            Ok(()) => self.queue.ack(&received.receipt).await,
+            Err(err) => {
+                tracing::warn!(error = %err, "message failed");
+                metrics::counter!("streamgate_event_failures_total", "kind" => super::lambda::kind(err)).increment(1);
+                let delay = match err {
+                    EventError::Malformed(_) => Duration::ZERO,
+                    EventError::Retryable(_) => self.retry.delay(received.receive_count),
+                };
+                self.queue.extend(&received.receipt, delay).await
+            }
+        };
+        if let Err(err) = outcome {
+            // The message comes back when its visibility ends; handlers are idempotent.
+            tracing::warn!(error = %err, "settling the message failed");
+        }
+        metrics::counter!("streamgate_messages_total", "worker" => self.name.clone(), "outcome" => if result.is_ok() { "ok" } else { "failed" })
+            .increment(1);
+    }
+
+    fn keep_invisible(&self, receipt: String) -> tokio::task::JoinHandle<()> {
+        let queue = self.queue.clone();
+        let visibility = self.visibility;
+        tokio::spawn(async move {
+            let every = (visibility / 2).max(Duration::from_secs(1));
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(err) = queue.extend(&receipt, visibility).await {
+                    tracing::warn!(error = %err, "extending visibility failed");
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let retry = Retry {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+        };
+        let delays: Vec<u64> = (1..=7).map(|n| retry.delay(n).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(retry.delay(u32::MAX), Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,64 @@
+//! Logs and metrics. Logs are `tracing` events, JSON in the cloud and readable locally. Metrics go through
+//! the `metrics` facade: Prometheus text on Knative and in the local server, CloudWatch Embedded Metric
+//! Format log lines on Lambda.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::config::LogFormat;
+
+/// Installs the global log subscriber (`RUST_LOG` filters; default `info`). Later calls do nothing.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Lambda captures stdout and stderr alike; JSON lines carry the span fields (request_id, video_id, ...).
+    let result = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .finish()
+            .try_init(),
+        LogFormat::Pretty => builder.compact().finish().try_init(),
+    };
+    drop(result);
+}
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once and returns its handle, which renders `/metrics`. When another
+/// recorder is already installed (the EMF one on Lambda), the handle renders an empty page.
+pub fn prometheus() -> &'static PrometheusHandle {
+    PROMETHEUS.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                60.0, 300.0,
+            ])
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .build_recorder();
+        let handle = recorder.handle();
+        drop(metrics::set_global_recorder(recorder));
+        handle
+    })
+}
+
+/// Installs the CloudWatch Embedded Metric Format recorder for a Lambda function; the runtime flushes it
+/// after every invocation.
+pub fn cloudwatch_emf(
+    function: &'static str,
+) -> Result<&'static metrics_cloudwatch_embedded::Collector, String> {
+    metrics_cloudwatch_embedded::Builder::new()
+        .cloudwatch_namespace("StreamGate")
+        .with_dimension("function", function)
+        .lambda_cold_start_metric("ColdStart")
+        .with_lambda_request_id("RequestId")
+        .init()
+        .map_err(|e| e.to_string())
+}
