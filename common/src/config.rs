@@ -63,9 +63,9 @@ pub struct Config {
     pub port: u16,
     /// Address the local server listens on (`STREAMGATE_ADDR`).
     pub addr: SocketAddr,
-    /// Base URL under which this installation is reached, for links it signs (`STREAMGATE_PUBLIC_URL`;
-    /// default `http://` + the address served).
-    pub public_url: Url,
+    /// Base URL under which this installation is reached, for links it signs (`STREAMGATE_PUBLIC_URL`);
+    /// when unset, `http://` and the address actually served.
+    pub public_url: Option<Url>,
     /// Deliveries of one queue message before it is dead-lettered (`STREAMGATE_MAX_ATTEMPTS`, default 5).
     pub max_attempts: u32,
     /// Queue and storage-event workers run at once in the local server (`STREAMGATE_WORKERS`, default the
@@ -75,6 +75,9 @@ pub struct Config {
     /// seconds, default 300). Long jobs extend it.
     pub visibility_timeout: Duration,
     pub log_format: LogFormat,
+    /// How often the local server runs the scheduled functions (`STREAMGATE_SCHEDULE_INTERVAL`, seconds,
+    /// default 60); in the cloud their schedules are deployment settings.
+    pub schedule_interval: Duration,
 }
 
 impl Config {
@@ -131,12 +134,13 @@ impl Config {
             Some(value) => Url::parse(&value)
                 .ok()
                 .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+                .map(Some)
                 .ok_or(ConfigError::Invalid {
                     name: "STREAMGATE_PUBLIC_URL",
                     value,
                     expected: "an http(s) URL such as https://media.example.com",
                 })?,
-            None => default_public_url(addr),
+            None => None,
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let max_attempts = parse_num(
@@ -157,6 +161,14 @@ impl Config {
             get("STREAMGATE_VISIBILITY_TIMEOUT"),
             300u64,
         )?);
+        let schedule_interval = Duration::from_secs(
+            parse_num(
+                "STREAMGATE_SCHEDULE_INTERVAL",
+                get("STREAMGATE_SCHEDULE_INTERVAL"),
+                60u64,
+            )?
+            .max(1),
+        );
         let in_cloud = get("AWS_LAMBDA_RUNTIME_API").is_some() || get("K_SERVICE").is_some();
         let log_format = match get("STREAMGATE_LOG_FORMAT").as_deref() {
             Some("json") => LogFormat::Json,
@@ -184,7 +196,17 @@ impl Config {
             workers,
             visibility_timeout,
             log_format,
+            schedule_interval,
         })
+    }
+}
+
+impl Config {
+    /// The base URL for signed links when this process serves on `addr`.
+    pub fn public_url_for(&self, addr: SocketAddr) -> Url {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| default_public_url(addr))
     }
 }
 
@@ -254,7 +276,7 @@ mod tests {
         assert_eq!(config.backend, Backend::Local);
         assert_eq!(config.port, 8080);
         assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(config.public_url, None);
         assert_eq!(config.log_format, LogFormat::Pretty);
         assert_eq!(config.max_attempts, 5);
         assert!(config.aws.is_none());

@@ -4,8 +4,12 @@
 
 pub mod adapters;
 pub mod blobs;
+pub mod catalog;
 pub mod config;
 pub mod events;
+pub mod ids;
+pub mod pipeline;
+pub mod platform;
 pub mod problem;
 pub mod queue;
 pub mod runtime;

@@ -167,3 +167,31 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown signal received; draining");
 }
+
+/// The whole `main` of an HTTP function: configuration, adapters, then [`serve_http`].
+pub async fn main_http(
+    info: FunctionInfo,
+    build: impl FnOnce(&Config, &crate::platform::Ports) -> axum::Router,
+) -> ExitCode {
+    let config = start(info);
+    let ports = match crate::platform::Ports::from_config(&config).await {
+        Ok(ports) => ports,
+        Err(err) => fail_start(info, "storage could not be set up", &err),
+    };
+    let router = build(&config, &ports);
+    serve_http(info, &config, router).await
+}
+
+/// The whole `main` of an event function: configuration, adapters, then [`serve_events`].
+pub async fn main_events(
+    info: FunctionInfo,
+    build: impl FnOnce(&Config, &crate::platform::Ports) -> Arc<dyn EventHandler>,
+) -> ExitCode {
+    let config = start(info);
+    let ports = match crate::platform::Ports::from_config(&config).await {
+        Ok(ports) => ports,
+        Err(err) => fail_start(info, "storage could not be set up", &err),
+    };
+    let handler = build(&config, &ports);
+    serve_events(info, &config, handler).await
+}

@@ -279,7 +279,7 @@ impl Store for DynamoStore {
             .update_expression("ADD #a :by")
             .expression_attribute_names("#a", attr)
             .expression_attribute_values(":by", AttributeValue::N(by.to_string()))
-            .return_values(ReturnValue::UpdatedNew)
+            .return_values(ReturnValue::AllNew)
             .send()
             .await
             .map_err(backend)?;

@@ -12,15 +12,19 @@ pub use sqs::SqsQueue;
 
 use aws_smithy_http_client::tls;
 
-/// Loads the SDK configuration from the environment, with rustls on ring as the TLS stack.
-pub async fn load_sdk_config() -> aws_config::SdkConfig {
-    let http_client = aws_smithy_http_client::Builder::new()
+/// The SDK's HTTP client with rustls on ring as the TLS stack.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::Ring,
         ))
-        .build_https();
+        .build_https()
+}
+
+/// Loads the SDK configuration from the environment (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL`, ...).
+pub async fn load_sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http_client)
+        .http_client(http_client())
         .load()
         .await
 }

@@ -1,0 +1,27 @@
+//! `api-chains`: Chains, gas prices, contract and transaction tracking (/v1/chains, /v1/gas, /v1/contracts, /v1/transactions).
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use common::platform::Ports;
+use common::store::Store;
+
+/// What the handlers of `api-chains` use.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+}
+
+impl AppState {
+    pub fn new(ports: &Ports) -> Self {
+        Self {
+            store: ports.store.clone(),
+        }
+    }
+}
+
+/// The routes of `api-chains`; the runtime adds `/healthz`, `/metrics` and the common layers.
+pub fn router(state: AppState) -> Router {
+    Router::new().with_state(state)
+}
