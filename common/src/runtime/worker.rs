@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::events::{EventError, EventHandler, Message, events_from_message, handle_all};
 use crate::queue::{Queue, Received};
@@ -45,6 +45,9 @@ pub struct QueueWorker {
 impl QueueWorker {
     /// Receives and handles messages, at most as many at once as `permits` allows (shared between
     /// workers), until `shutdown` turns true; then waits for the handlers under way.
+    ///
+    /// A worker long-polls without holding a permit, so idle queues never starve busy ones; a received
+    /// message is kept invisible while it waits for a permit.
     pub async fn run(
         self: Arc<Self>,
         permits: Arc<Semaphore>,
@@ -56,26 +59,35 @@ impl QueueWorker {
             if *shutdown.borrow() {
                 break;
             }
-            let permit = tokio::select! {
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                _ = shutdown.changed() => break,
-            };
             let received = tokio::select! {
                 received = self.queue.receive(1, self.visibility, Duration::from_secs(5)) => received,
                 _ = shutdown.changed() => break,
             };
-            match received {
-                Ok(messages) => {
-                    if let Some(message) = messages.into_iter().next() {
-                        running.spawn(self.clone().process(message, permit));
-                    }
-                }
+            let message = match received {
+                Ok(messages) => match messages.into_iter().next() {
+                    Some(message) => message,
+                    None => continue,
+                },
                 Err(err) => {
                     tracing::warn!(worker = %self.name, error = %err, "receiving failed; retrying in 1 s");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let heartbeat = self.keep_invisible(message.receipt.clone());
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => permit.ok(),
+                _ = shutdown.changed() => None,
+            };
+            match permit {
+                Some(permit) => {
+                    running.spawn(self.clone().process(message, heartbeat, permit));
+                }
+                None => {
+                    // Stopping before it started: hand the message back at once.
+                    heartbeat.abort();
+                    drop(self.queue.extend(&message.receipt, Duration::ZERO).await);
+                    break;
                 }
             }
         }
@@ -83,10 +95,14 @@ impl QueueWorker {
         tracing::info!(worker = %self.name, "stopped");
     }
 
-    async fn process(self: Arc<Self>, received: Received, _permit: OwnedSemaphorePermit) {
+    async fn process(
+        self: Arc<Self>,
+        received: Received,
+        heartbeat: JoinHandle<()>,
+        _permit: OwnedSemaphorePermit,
+    ) {
         let span = tracing::info_span!("message", worker = %self.name, message_id = %received.id, receive_count = received.receive_count);
         let _entered = span.enter();
-        let heartbeat = self.keep_invisible(received.receipt.clone());
         let message = Message {
             id: received.id.clone(),
             body: received.body,
@@ -117,7 +133,7 @@ impl QueueWorker {
             .increment(1);
     }
 
-    fn keep_invisible(&self, receipt: String) -> tokio::task::JoinHandle<()> {
+    fn keep_invisible(&self, receipt: String) -> JoinHandle<()> {
         let queue = self.queue.clone();
         let visibility = self.visibility;
         tokio::spawn(async move {

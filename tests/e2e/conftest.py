@@ -1,0 +1,208 @@
+"""Fixtures for the end-to-end suites: StreamGate's binaries started as real processes."""
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN_DIR = Path(os.environ.get("STREAMGATE_BIN_DIR", ROOT / "target" / "debug"))
+EVENTS = Path(__file__).parent / "events"
+
+HTTP_FUNCTIONS = ["api-auth", "api-upload", "api-videos", "api-playback", "api-chains"]
+EVENT_FUNCTIONS = ["on-upload", "transcode", "finalize", "chain-indexer", "gas-monitor", "tx-tracker"]
+FUNCTIONS = HTTP_FUNCTIONS + EVENT_FUNCTIONS
+
+
+def binary(name: str) -> Path:
+    path = BIN_DIR / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: build with `cargo build --workspace` (or set STREAMGATE_BIN_DIR)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def event_json(name: str) -> dict:
+    return json.loads((EVENTS / name).read_text())
+
+
+class Process:
+    """A function binary running as its own process, stopped with SIGTERM."""
+
+    def __init__(self, args, env):
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.stdout_lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.stdout_lines.append(line)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def terminate(self, timeout=10) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            if self.alive():
+                self.proc.kill()
+                self.proc.wait()
+
+    def stderr(self) -> str:
+        return self.proc.stderr.read() if self.proc.stderr else ""
+
+
+def base_env(tmp_path: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STREAMGATE_", "K_"))}
+    env.update({"STREAMGATE_DATA_DIR": str(tmp_path / "data"), "RUST_LOG": "info"})
+    return env
+
+
+@pytest.fixture
+def knative(tmp_path):
+    """Starts a function in Knative mode (HTTP on $PORT) and returns its base URL."""
+    started: list[Process] = []
+
+    def start(name: str) -> tuple[str, Process]:
+        port = free_port()
+        env = base_env(tmp_path / name) | {"PORT": str(port)}
+        process = Process([str(binary(name))], env)
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                requests.get(f"{url}/healthz", timeout=1)
+                return url, process
+            except requests.ConnectionError:
+                if not process.alive() or time.monotonic() > deadline:
+                    pytest.fail(f"{name} did not start: {process.stderr()}")
+                time.sleep(0.02)
+
+    yield start
+    for process in started:
+        process.terminate()
+
+
+class RuntimeApi:
+    """The Lambda Runtime API (2018-06-01) on loopback: hands invocations to a function and collects its
+    answers, as the Lambda service does."""
+
+    def __init__(self):
+        self.pending: queue.Queue = queue.Queue()
+        self.results: dict[str, tuple[str, object]] = {}
+        self.init_errors: list[dict] = []
+        self.done = threading.Condition()
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _body(self):
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    return json.loads(raw) if raw else None
+                except ValueError:
+                    return raw.decode(errors="replace")
+
+            def _reply(self, status, body=b"", headers=None):
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path != "/2018-06-01/runtime/invocation/next":
+                    return self._reply(404)
+                request_id, payload = api.pending.get()
+                deadline = int((time.time() + 30) * 1000)
+                self._reply(
+                    200,
+                    json.dumps(payload).encode(),
+                    {
+                        "content-type": "application/json",
+                        "lambda-runtime-aws-request-id": request_id,
+                        "lambda-runtime-deadline-ms": str(deadline),
+                        "lambda-runtime-invoked-function-arn": "arn:aws:lambda:us-east-1:123456789012:function:e2e",
+                        "lambda-runtime-trace-id": "Root=1-5f84c7a9-0e5b1e1c5f7b1a2b3c4d5e6f;Sampled=0",
+                    },
+                )
+
+            def do_POST(self):
+                parts = self.path.split("/")
+                body = self._body()
+                if self.path == "/2018-06-01/runtime/init/error":
+                    api.init_errors.append(body)
+                elif len(parts) == 6 and parts[3] == "invocation" and parts[5] in ("response", "error"):
+                    with api.done:
+                        api.results[parts[4]] = (parts[5], body)
+                        api.done.notify_all()
+                else:
+                    return self._reply(404)
+                self._reply(202, b'{"status":"OK"}', {"content-type": "application/json"})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def invoke(self, payload, timeout=30) -> tuple[str, object]:
+        request_id = str(uuid.uuid4())
+        self.pending.put((request_id, payload))
+        with self.done:
+            if not self.done.wait_for(lambda: request_id in self.results, timeout=timeout):
+                raise TimeoutError(f"no answer to invocation {request_id}")
+            return self.results.pop(request_id)
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def lambda_function(tmp_path):
+    """Starts a function in Lambda mode against a Runtime API on loopback."""
+    started: list[tuple[Process, RuntimeApi]] = []
+
+    def start(name: str) -> tuple[RuntimeApi, Process]:
+        api = RuntimeApi()
+        env = base_env(tmp_path / name) | {
+            "AWS_LAMBDA_RUNTIME_API": api.address,
+            "AWS_LAMBDA_FUNCTION_NAME": name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "2026/11/27/[$LATEST]e2e",
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+            "AWS_REGION": "us-east-1",
+        }
+        process = Process([str(binary(name))], env)
+        started.append((process, api))
+        return api, process
+
+    yield start
+    for process, api in started:
+        process.proc.kill()
+        process.proc.wait()
+        api.close()
