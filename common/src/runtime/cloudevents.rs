@@ -97,26 +97,24 @@ fn events_of(trigger: Trigger, event: &::cloudevents::Event) -> Result<Vec<Event
             Ok(objects.into_iter().map(Event::ObjectCreated).collect())
         }
         Trigger::Queue => {
-            let body = match event.data() {
+            let body = if event.ty().contains("sqs") {
                 // A queue source relays the SQS message itself; its body is the job.
-                Some(Data::Json(Value::Object(message))) if event.ty().contains("sqs") => message
+                let message = data_json(event)?;
+                message
                     .get("Body")
                     .or_else(|| message.get("body"))
                     .and_then(Value::as_str)
                     .map(str::to_owned)
-                    .ok_or_else(|| EventError::malformed("an SQS message without a body"))?,
-                Some(Data::Json(value)) => value.to_string(),
-                Some(Data::String(text)) => text.clone(),
-                Some(Data::Binary(bytes)) => {
-                    String::from_utf8(bytes.clone()).map_err(EventError::malformed)?
+                    .ok_or_else(|| EventError::malformed("an SQS message without a body"))?
+            } else {
+                match event.data() {
+                    Some(Data::Json(value)) => value.to_string(),
+                    Some(Data::String(text)) => text.clone(),
+                    Some(Data::Binary(bytes)) => String::from_utf8(bytes.clone()).map_err(EventError::malformed)?,
+                    None => return Err(EventError::malformed("the event carries no data")),
                 }
-                None => return Err(EventError::malformed("the event carries no data")),
             };
-            Ok(vec![Event::Message(Message {
-                id: event.id().to_owned(),
-                body,
-                receive_count: 1,
-            })])
+            Ok(vec![Event::Message(Message { id: event.id().to_owned(), body, receive_count: 1 })])
         }
         Trigger::Schedule => Ok(vec![Event::Schedule {
             time: event.time().copied().unwrap_or_else(Utc::now),
