@@ -110,11 +110,17 @@ fn events_of(trigger: Trigger, event: &::cloudevents::Event) -> Result<Vec<Event
                 match event.data() {
                     Some(Data::Json(value)) => value.to_string(),
                     Some(Data::String(text)) => text.clone(),
-                    Some(Data::Binary(bytes)) => String::from_utf8(bytes.clone()).map_err(EventError::malformed)?,
+                    Some(Data::Binary(bytes)) => {
+                        String::from_utf8(bytes.clone()).map_err(EventError::malformed)?
+                    }
                     None => return Err(EventError::malformed("the event carries no data")),
                 }
             };
-            Ok(vec![Event::Message(Message { id: event.id().to_owned(), body, receive_count: 1 })])
+            Ok(vec![Event::Message(Message {
+                id: event.id().to_owned(),
+                body,
+                receive_count: 1,
+            })])
         }
         Trigger::Schedule => Ok(vec![Event::Schedule {
             time: event.time().copied().unwrap_or_else(Utc::now),
