@@ -56,19 +56,9 @@ pub struct CompletedPart {
 pub trait Blobs: Send + Sync {
     /// The bucket's name, as storage events report it.
     fn bucket(&self) -> &str;
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        content_type: Option<&str>,
-    ) -> Result<ObjectMeta, BlobError>;
+    async fn put(&self, key: &str, body: Bytes, content_type: Option<&str>) -> Result<ObjectMeta, BlobError>;
     /// Stores a local file without reading it into memory.
-    async fn put_file(
-        &self,
-        key: &str,
-        path: &Path,
-        content_type: Option<&str>,
-    ) -> Result<ObjectMeta, BlobError>;
+    async fn put_file(&self, key: &str, path: &Path, content_type: Option<&str>) -> Result<ObjectMeta, BlobError>;
     async fn get(&self, key: &str) -> Result<Bytes, BlobError>;
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BlobError>;
     /// Deleting a missing object succeeds.
@@ -79,19 +69,10 @@ pub trait Blobs: Send + Sync {
     async fn signed_put_url(&self, key: &str, ttl: Duration) -> Result<SignedUrl, BlobError>;
 
     /// Starts a multipart upload and returns its id.
-    async fn create_multipart(
-        &self,
-        key: &str,
-        content_type: Option<&str>,
-    ) -> Result<String, BlobError>;
+    async fn create_multipart(&self, key: &str, content_type: Option<&str>) -> Result<String, BlobError>;
     /// Uploads one part (numbered from 1) and returns its ETag.
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        part_number: u32,
-        body: Bytes,
-    ) -> Result<String, BlobError>;
+    async fn upload_part(&self, key: &str, upload_id: &str, part_number: u32, body: Bytes)
+    -> Result<String, BlobError>;
     async fn signed_part_url(
         &self,
         key: &str,
@@ -133,17 +114,7 @@ mod tests {
 
     #[test]
     fn keys_cannot_escape_their_bucket() {
-        for bad in [
-            "",
-            "/abs",
-            "a//b",
-            "a/../b",
-            "..",
-            "a/.",
-            "a\\b",
-            "a\0b",
-            "trailing/",
-        ] {
+        for bad in ["", "/abs", "a//b", "a/../b", "..", "a/.", "a\\b", "a\0b", "trailing/"] {
             assert!(validate_key(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["sources/01J9", "media/v/720p/seg-00001.m4s", "a.b/c..d"] {

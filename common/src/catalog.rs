@@ -83,8 +83,6 @@ impl Videos {
     /// Creates the record; fails with `ConditionFailed` if the id is taken.
     pub async fn create(&self, video: &Video) -> Result<(), StoreError> {
         let item = Item::from_record(Self::pk(&video.id), "meta", video)?;
-        self.store
-            .put(item, Some(crate::store::Condition::NotExists))
-            .await
+        self.store.put(item, Some(crate::store::Condition::NotExists)).await
     }
 }

@@ -7,22 +7,39 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::chains::Chains;
+
 /// Exit status for a configuration error (`EX_CONFIG` from sysexits).
 pub const EXIT_CONFIG: i32 = 78;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name} is required when {because}")]
-    Missing {
-        name: &'static str,
-        because: &'static str,
-    },
+    Missing { name: &'static str, because: &'static str },
     #[error("{name}={value:?} is not valid: {expected}")]
     Invalid {
         name: &'static str,
         value: String,
         expected: &'static str,
     },
+    #[error("{0}")]
+    Chain(String),
+}
+
+/// A secret from the environment; never shown by `Debug`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 /// Which adapters back the ports.
@@ -78,15 +95,39 @@ pub struct Config {
     /// How often the local server runs the scheduled functions (`STREAMGATE_SCHEDULE_INTERVAL`, seconds,
     /// default 60); in the cloud their schedules are deployment settings.
     pub schedule_interval: Duration,
+    /// The domain Sign-In with Ethereum messages must name (`STREAMGATE_DOMAIN`); when unset, the
+    /// `host:port` of the public URL.
+    pub domain: Option<String>,
+    /// Known chains and their RPC URLs (`STREAMGATE_RPC_<chainId>`).
+    pub chains: Chains,
+    /// Session signing key, a PASERK `k4.secret.…` (`STREAMGATE_SESSION_KEY`); required with the aws
+    /// backend, kept in the data dir otherwise.
+    pub session_key: Option<Secret>,
+    /// The key before the current one (`STREAMGATE_SESSION_PREVIOUS_KEY`): its tokens stay valid.
+    pub session_previous_key: Option<Secret>,
+    /// Session lifetime (`STREAMGATE_SESSION_TTL`, seconds, default 3600).
+    pub session_ttl: Duration,
+    /// Sign-in nonce lifetime (`STREAMGATE_NONCE_TTL`, seconds, default 600).
+    pub nonce_ttl: Duration,
 }
 
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_vars(std::env::vars())
     }
 
-    /// Reads configuration through `lookup`, which returns a variable's value if set.
+    /// Reads configuration from name-value pairs.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
+        let mut config = Self::from_lookup(|name| vars.get(name).cloned())?;
+        config.chains = Chains::from_vars(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| ConfigError::Chain(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Reads configuration through `lookup`, which returns a variable's value if set. Chains are the
+    /// built-in ones without RPC URLs (see [`Config::from_vars`]).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
         let backend = match get("STREAMGATE_BACKEND").as_deref() {
@@ -100,8 +141,7 @@ impl Config {
                 });
             }
         };
-        let s3_path_style =
-            parse_bool("STREAMGATE_S3_PATH_STYLE", get("STREAMGATE_S3_PATH_STYLE"))?;
+        let s3_path_style = parse_bool("STREAMGATE_S3_PATH_STYLE", get("STREAMGATE_S3_PATH_STYLE"))?;
         let aws = match backend {
             Backend::Local => None,
             Backend::Aws => {
@@ -143,11 +183,7 @@ impl Config {
             None => None,
         };
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let max_attempts = parse_num(
-            "STREAMGATE_MAX_ATTEMPTS",
-            get("STREAMGATE_MAX_ATTEMPTS"),
-            5u32,
-        )?;
+        let max_attempts = parse_num("STREAMGATE_MAX_ATTEMPTS", get("STREAMGATE_MAX_ATTEMPTS"), 5u32)?;
         if max_attempts == 0 {
             return Err(ConfigError::Invalid {
                 name: "STREAMGATE_MAX_ATTEMPTS",
@@ -169,6 +205,26 @@ impl Config {
             )?
             .max(1),
         );
+        let secret = |name: &str| get(name).map(Secret);
+        let session_key = secret("STREAMGATE_SESSION_KEY");
+        if backend == Backend::Aws && session_key.is_none() {
+            return Err(ConfigError::Missing {
+                name: "STREAMGATE_SESSION_KEY",
+                because: "STREAMGATE_BACKEND=aws",
+            });
+        }
+        let seconds = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match parse_num(name, get(name), default)? {
+                0 => Err(ConfigError::Invalid {
+                    name,
+                    value: "0".into(),
+                    expected: "at least 1 second",
+                }),
+                n => Ok(Duration::from_secs(n)),
+            }
+        };
+        let session_ttl = seconds("STREAMGATE_SESSION_TTL", 3600)?;
+        let nonce_ttl = seconds("STREAMGATE_NONCE_TTL", 600)?;
         let in_cloud = get("AWS_LAMBDA_RUNTIME_API").is_some() || get("K_SERVICE").is_some();
         let log_format = match get("STREAMGATE_LOG_FORMAT").as_deref() {
             Some("json") => LogFormat::Json,
@@ -185,9 +241,7 @@ impl Config {
         };
         Ok(Self {
             backend,
-            data_dir: PathBuf::from(
-                get("STREAMGATE_DATA_DIR").unwrap_or_else(|| "./.streamgate".into()),
-            ),
+            data_dir: PathBuf::from(get("STREAMGATE_DATA_DIR").unwrap_or_else(|| "./.streamgate".into())),
             aws,
             port,
             addr,
@@ -197,16 +251,33 @@ impl Config {
             visibility_timeout,
             log_format,
             schedule_interval,
+            domain: get("STREAMGATE_DOMAIN"),
+            chains: Chains::from_vars(std::iter::empty()).map_err(|e| ConfigError::Chain(e.to_string()))?,
+            session_key,
+            session_previous_key: secret("STREAMGATE_SESSION_PREVIOUS_KEY"),
+            session_ttl,
+            nonce_ttl,
         })
     }
 }
 
 impl Config {
+    /// The Sign-In with Ethereum domain when this process serves on `addr`.
+    pub fn domain_for(&self, addr: SocketAddr) -> String {
+        if let Some(domain) = &self.domain {
+            return domain.clone();
+        }
+        let url = self.public_url_for(addr);
+        match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            _ => addr.to_string(),
+        }
+    }
+
     /// The base URL for signed links when this process serves on `addr`.
     pub fn public_url_for(&self, addr: SocketAddr) -> Url {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| default_public_url(addr))
+        self.public_url.clone().unwrap_or_else(|| default_public_url(addr))
     }
 }
 
@@ -217,11 +288,7 @@ pub fn default_public_url(addr: SocketAddr) -> Url {
     } else {
         addr.ip().to_string()
     };
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host
-    };
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
     Url::parse(&format!("http://{host}:{}/", addr.port())).unwrap_or_else(|_| unreachable_url())
 }
 
@@ -230,11 +297,7 @@ fn unreachable_url() -> Url {
     Url::parse("http://127.0.0.1/").unwrap_or_else(|_| unreachable!("static URL parses"))
 }
 
-fn parse_num<T: std::str::FromStr>(
-    name: &'static str,
-    value: Option<String>,
-    default: T,
-) -> Result<T, ConfigError> {
+fn parse_num<T: std::str::FromStr>(name: &'static str, value: Option<String>, default: T) -> Result<T, ConfigError> {
     match value {
         None => Ok(default),
         Some(value) => value.trim().parse().map_err(|_| ConfigError::Invalid {
@@ -263,10 +326,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -284,8 +344,7 @@ mod tests {
 
     #[test]
     fn aws_backend_names_the_missing_variable() {
-        let err = config(&[("STREAMGATE_BACKEND", "aws"), ("STREAMGATE_TABLE", "t")])
-            .expect_err("incomplete");
+        let err = config(&[("STREAMGATE_BACKEND", "aws"), ("STREAMGATE_TABLE", "t")]).expect_err("incomplete");
         assert_eq!(
             err.to_string(),
             "STREAMGATE_SOURCES_BUCKET is required when STREAMGATE_BACKEND=aws"
@@ -301,10 +360,15 @@ mod tests {
             ("STREAMGATE_MEDIA_BUCKET", "media"),
             ("STREAMGATE_JOBS_QUEUE_URL", "http://q/jobs"),
             ("STREAMGATE_FINALIZE_QUEUE_URL", "http://q/finalize"),
+            ("STREAMGATE_SESSION_KEY", "k4.secret.x"),
             ("STREAMGATE_S3_PATH_STYLE", "true"),
             ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
         ])
         .expect("complete");
+        assert!(
+            !format!("{config:?}").contains("k4.secret.x"),
+            "secrets stay out of Debug output"
+        );
         let aws = config.aws.expect("aws resources");
         assert!(aws.s3_path_style);
         assert_eq!(aws.media_bucket, "media");

@@ -141,8 +141,7 @@ pub fn events_from_message(trigger: Trigger, message: Message) -> Result<Vec<Eve
     match trigger {
         Trigger::Queue => Ok(vec![Event::Message(message)]),
         Trigger::Storage => {
-            let value: Value =
-                serde_json::from_str(&message.body).map_err(EventError::malformed)?;
+            let value: Value = serde_json::from_str(&message.body).map_err(EventError::malformed)?;
             Ok(parse_s3_notification(value)?
                 .into_iter()
                 .map(Event::ObjectCreated)

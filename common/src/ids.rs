@@ -29,10 +29,7 @@ impl FromStr for VideoId {
     type Err = InvalidVideoId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() == 32
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(Self(s.to_owned()))
         } else {
             Err(InvalidVideoId(s.chars().take(64).collect()))

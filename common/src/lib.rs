@@ -5,8 +5,10 @@
 pub mod adapters;
 pub mod blobs;
 pub mod catalog;
+pub mod chains;
 pub mod config;
 pub mod events;
+pub mod identity;
 pub mod ids;
 pub mod pipeline;
 pub mod platform;

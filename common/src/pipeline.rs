@@ -24,12 +24,8 @@ pub struct FinalizeJob {
 
 /// Reads a message body as `T`; a body that is not a `T` is malformed and never retried.
 pub fn decode<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, EventError> {
-    let name = std::any::type_name::<T>()
-        .rsplit("::")
-        .next()
-        .unwrap_or("message");
-    serde_json::from_str(body)
-        .map_err(|e| EventError::malformed(format!("not a valid {name}: {e}")))
+    let name = std::any::type_name::<T>().rsplit("::").next().unwrap_or("message");
+    serde_json::from_str(body).map_err(|e| EventError::malformed(format!("not a valid {name}: {e}")))
 }
 
 /// The video a job is for, or `None` (logged) when it was deleted since: a job for a video that no longer
@@ -67,13 +63,7 @@ mod tests {
         };
         let body = serde_json::to_string(&job).expect("serialize");
         assert_eq!(decode::<TranscodeJob>(&body), Ok(job));
-        for bad in [
-            "",
-            "{",
-            "[]",
-            r#"{"videoId":"x","job":"audio"}"#,
-            r#"{"job":"audio"}"#,
-        ] {
+        for bad in ["", "{", "[]", r#"{"videoId":"x","job":"audio"}"#, r#"{"job":"audio"}"#] {
             assert!(
                 matches!(decode::<TranscodeJob>(bad), Err(EventError::Malformed(_))),
                 "{bad}"

@@ -70,32 +70,26 @@ impl Ports {
                     local: None,
                 })
             }
-            (Backend::Aws, None) => Err(PortsError(
-                "the aws backend has no resources configured".into(),
-            )),
+            (Backend::Aws, None) => Err(PortsError("the aws backend has no resources configured".into())),
             (Backend::Local, _) => Self::local(config),
         }
     }
 
     fn local(config: &Config) -> Result<Self, PortsError> {
         let dir = &config.data_dir;
-        let fail = |what: &str, err: &dyn std::fmt::Display| {
-            PortsError(format!("{what} under {}: {err}", dir.display()))
-        };
-        let db = local::LocalDb::open(&dir.join("streamgate.db"))
-            .map_err(|e| fail("cannot open the database", &e))?;
+        let fail =
+            |what: &str, err: &dyn std::fmt::Display| PortsError(format!("{what} under {}: {err}", dir.display()));
+        let db = local::LocalDb::open(&dir.join("streamgate.db")).map_err(|e| fail("cannot open the database", &e))?;
         let signer = UrlSigner::load_or_create(&dir.join("keys/url-signing.key"))
             .map_err(|e| fail("cannot read the URL signing key", &e))?;
         let queue = |name: &str| {
-            local::LocalQueue::new(db.clone(), name)
-                .with_dead_letter(format!("{name}-dlq"), config.max_attempts)
+            local::LocalQueue::new(db.clone(), name).with_dead_letter(format!("{name}-dlq"), config.max_attempts)
         };
         let storage_events = queue(names::STORAGE_EVENTS_QUEUE);
         let jobs = queue(names::JOBS_QUEUE);
         let finalize = queue(names::FINALIZE_QUEUE);
         // Function binaries serve on $PORT; the local server sets `public_url` to what it serves.
-        let public_url =
-            config.public_url_for(std::net::SocketAddr::from(([127, 0, 0, 1], config.port)));
+        let public_url = config.public_url_for(std::net::SocketAddr::from(([127, 0, 0, 1], config.port)));
         let bucket = |name: &str| {
             local::LocalBlobs::open(dir, name, signer.clone(), public_url.clone())
                 .map_err(|e| fail("cannot open the blob store", &e))

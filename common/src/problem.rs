@@ -161,13 +161,11 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "unsupported_media_type",
             "send the body as application/json",
         ),
-        JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is too large",
-            )
-        }
+        JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is too large",
+        ),
         // serde's message names the field and position, never server internals.
         other => ApiError::bad_request("malformed_json", other.body_text()),
     }
@@ -194,19 +192,12 @@ mod tests {
 
     #[tokio::test]
     async fn renders_rfc9457_with_stable_code() {
-        let response = ApiError::forbidden("access_denied", "no linked wallet satisfies the rule")
-            .into_response();
+        let response = ApiError::forbidden("access_denied", "no linked wallet satisfies the rule").into_response();
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            "application/problem+json"
-        );
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
         let body = to_bytes(response.into_body(), 1 << 16).await.expect("body");
         let value: serde_json::Value = serde_json::from_slice(&body).expect("json");
-        assert_eq!(
-            value["type"],
-            "https://streamgate.dev/problems/access_denied"
-        );
+        assert_eq!(value["type"], "https://streamgate.dev/problems/access_denied");
         assert_eq!(value["title"], "Forbidden");
         assert_eq!(value["status"], 403);
         assert_eq!(value["code"], "access_denied");

@@ -40,20 +40,14 @@ pub trait Queue: Send + Sync {
     /// Sends messages; they become visible after `delay`.
     async fn send_batch(&self, bodies: &[String], delay: Duration) -> Result<(), QueueError>;
     /// Receives up to `max` messages (1 to 10), waiting up to `wait` for the first.
-    async fn receive(
-        &self,
-        max: u32,
-        visibility: Duration,
-        wait: Duration,
-    ) -> Result<Vec<Received>, QueueError>;
+    async fn receive(&self, max: u32, visibility: Duration, wait: Duration) -> Result<Vec<Received>, QueueError>;
     /// Deletes a delivered message.
     async fn ack(&self, receipt: &str) -> Result<(), QueueError>;
     /// Keeps a delivered message invisible for `visibility` from now (zero makes it visible at once).
     async fn extend(&self, receipt: &str, visibility: Duration) -> Result<(), QueueError>;
 
     async fn send(&self, body: String) -> Result<(), QueueError> {
-        self.send_batch(std::slice::from_ref(&body), Duration::ZERO)
-            .await
+        self.send_batch(std::slice::from_ref(&body), Duration::ZERO).await
     }
 }
 

@@ -47,18 +47,12 @@ impl UrlSigner {
             }
             Ok(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                format!(
-                    "{} is not a 32-byte key; delete it to create a new one",
-                    path.display()
-                ),
+                format!("{} is not a 32-byte key; delete it to create a new one", path.display()),
             )),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
                 rand::rng().fill_bytes(&mut key);
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                write_private(path, &key)?;
+                write_secret_file(path, &key)?;
                 Ok(Self::new(key))
             }
             Err(err) => Err(err),
@@ -69,11 +63,7 @@ impl UrlSigner {
         let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
         // Length-prefixed fields, so that no two (method, resource, expiry) triples share a message.
-        for field in [
-            method.as_bytes(),
-            resource.as_bytes(),
-            expires.to_string().as_bytes(),
-        ] {
+        for field in [method.as_bytes(), resource.as_bytes(), expires.to_string().as_bytes()] {
             mac.update(&(field.len() as u64).to_be_bytes());
             mac.update(field);
         }
@@ -113,6 +103,14 @@ impl UrlSigner {
     }
 }
 
+/// Writes a new secret file readable by its owner only (mode 0600), creating its folder.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_private(path, bytes)
+}
+
 #[cfg(unix)]
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -142,10 +140,7 @@ mod tests {
         let expires = Utc::now() + Duration::minutes(5);
         let sig = signer.sign("GET", "/blobs/media/a", expires);
         let exp = expires.timestamp().to_string();
-        assert_eq!(
-            signer.verify("GET", "/blobs/media/a", Some(&exp), Some(&sig)),
-            Ok(())
-        );
+        assert_eq!(signer.verify("GET", "/blobs/media/a", Some(&exp), Some(&sig)), Ok(()));
         assert_eq!(
             signer.verify("PUT", "/blobs/media/a", Some(&exp), Some(&sig)),
             Err(SignatureError::Invalid)
@@ -180,12 +175,7 @@ mod tests {
         let expired = Utc::now() - Duration::seconds(1);
         let sig = signer.sign("GET", "/x", expired);
         assert_eq!(
-            signer.verify(
-                "GET",
-                "/x",
-                Some(&expired.timestamp().to_string()),
-                Some(&sig)
-            ),
+            signer.verify("GET", "/x", Some(&expired.timestamp().to_string()), Some(&sig)),
             Err(SignatureError::Expired)
         );
     }

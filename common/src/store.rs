@@ -66,9 +66,7 @@ impl Item {
                 attrs,
                 ..Self::new(pk, sk)
             }),
-            _ => Err(StoreError::InvalidItem(
-                "a record must serialize to an object".into(),
-            )),
+            _ => Err(StoreError::InvalidItem("a record must serialize to an object".into())),
         }
     }
 
@@ -89,8 +87,7 @@ impl Item {
 
     /// The attributes as a typed record.
     pub fn record<T: DeserializeOwned>(&self) -> Result<T, StoreError> {
-        serde_json::from_value(Value::Object(self.attrs.clone()))
-            .map_err(|e| StoreError::InvalidItem(e.to_string()))
+        serde_json::from_value(Value::Object(self.attrs.clone())).map_err(|e| StoreError::InvalidItem(e.to_string()))
     }
 
     pub fn is_expired(&self, now_unix: i64) -> bool {
@@ -100,25 +97,19 @@ impl Item {
     /// Checks what both adapters require of an item before writing it.
     pub fn validate(&self) -> Result<(), StoreError> {
         if self.pk.is_empty() || self.sk.is_empty() {
-            return Err(StoreError::InvalidItem(
-                "pk and sk must not be empty".into(),
-            ));
+            return Err(StoreError::InvalidItem("pk and sk must not be empty".into()));
         }
         if let Some(name) = self
             .attrs
             .keys()
             .find(|name| RESERVED_ATTRIBUTES.contains(&name.as_str()))
         {
-            return Err(StoreError::InvalidItem(format!(
-                "attribute name {name:?} is reserved"
-            )));
+            return Err(StoreError::InvalidItem(format!("attribute name {name:?} is reserved")));
         }
         if let Some((ipk, isk)) = &self.index
             && (ipk.is_empty() || isk.is_empty())
         {
-            return Err(StoreError::InvalidItem(
-                "index keys must not be empty".into(),
-            ));
+            return Err(StoreError::InvalidItem("index keys must not be empty".into()));
         }
         Ok(())
     }
@@ -182,9 +173,7 @@ impl Cursor {
     }
 
     pub fn decode(token: &str) -> Result<Self, StoreError> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token)
-            .map_err(|_| StoreError::InvalidCursor)?;
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| StoreError::InvalidCursor)?;
         serde_json::from_slice(&bytes).map_err(|_| StoreError::InvalidCursor)
     }
 }
@@ -202,12 +191,7 @@ pub trait Store: Send + Sync {
     /// Writes the whole item, replacing any other with the same keys, if `condition` holds.
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError>;
     /// Deletes the item if `condition` holds; deleting a missing item without a condition succeeds.
-    async fn delete(
-        &self,
-        pk: &str,
-        sk: &str,
-        condition: Option<Condition>,
-    ) -> Result<(), StoreError>;
+    async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError>;
     /// Adds `by` to a numeric attribute (created at 0, with the item if missing) and returns the new value.
     async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError>;
     /// Items of one partition in sort-key order.
@@ -236,10 +220,7 @@ mod tests {
             Cursor::decode("not a cursor!"),
             Err(StoreError::InvalidCursor)
         ));
-        assert!(matches!(
-            Cursor::decode("e30"),
-            Err(StoreError::InvalidCursor)
-        ));
+        assert!(matches!(Cursor::decode("e30"), Err(StoreError::InvalidCursor)));
     }
 
     #[test]

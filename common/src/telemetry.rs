@@ -38,8 +38,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets(&[
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                60.0, 300.0,
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
             ])
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
@@ -51,9 +50,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 /// Installs the CloudWatch Embedded Metric Format recorder for a Lambda function; the runtime flushes it
 /// after every invocation.
-pub fn cloudwatch_emf(
-    function: &'static str,
-) -> Result<&'static metrics_cloudwatch_embedded::Collector, String> {
+pub fn cloudwatch_emf(function: &'static str) -> Result<&'static metrics_cloudwatch_embedded::Collector, String> {
     metrics_cloudwatch_embedded::Builder::new()
         .cloudwatch_namespace("StreamGate")
         .with_dimension("function", function)

@@ -42,16 +42,13 @@ impl LocalServer {
         if config.backend != Backend::Local {
             return Err(LocalError::NotLocal);
         }
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            LocalError::Setup(format!("cannot create {}: {e}", config.data_dir.display()))
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| LocalError::Setup(format!("cannot create {}: {e}", config.data_dir.display())))?;
         let lock = lock_data_dir(&config)?;
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
             .map_err(|e| LocalError::Setup(format!("cannot listen on {}: {e}", config.addr)))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| LocalError::Setup(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| LocalError::Setup(e.to_string()))?;
         config.public_url = Some(config.public_url_for(addr));
         let ports = Ports::from_config(&config)
             .await
@@ -75,20 +72,14 @@ impl LocalServer {
 
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let app = http_app(
-            info,
-            routes(&ports, &local),
-            MetricsRoute::Prometheus(common::telemetry::prometheus()),
-        );
+        let routes = routes(&config, &ports, &local, config.domain_for(addr)).map_err(LocalError::Setup)?;
+        let app = http_app(info, routes, MetricsRoute::Prometheus(common::telemetry::prometheus()));
         let mut http_stopped = stopped.clone();
         tasks.spawn(async move {
-            let serve = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                drop(http_stopped.wait_for(|stop| *stop).await);
-            });
+            let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    drop(http_stopped.wait_for(|stop| *stop).await);
+                });
             if let Err(err) = serve.await {
                 tracing::error!(error = %err, "the HTTP server stopped");
             }
@@ -122,21 +113,19 @@ fn lock_data_dir(config: &Config) -> Result<File, LocalError> {
         .map_err(|e| LocalError::Setup(format!("cannot open {}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(_) => Err(LocalError::DataDirInUse(
-            config.data_dir.display().to_string(),
-        )),
+        Err(_) => Err(LocalError::DataDirInUse(config.data_dir.display().to_string())),
     }
 }
 
 /// Every function's routes, which never overlap, and the routes serving the buckets' signed URLs.
-fn routes(ports: &Ports, local: &LocalParts) -> Router {
-    Router::new()
-        .merge(api_auth::router(api_auth::AppState::new(ports)))
+fn routes(config: &Config, ports: &Ports, local: &LocalParts, domain: String) -> Result<Router, String> {
+    Ok(Router::new()
+        .merge(api_auth::router(api_auth::AppState::new(config, ports, domain)?))
         .merge(api_upload::router(api_upload::AppState::new(ports)))
         .merge(api_videos::router(api_videos::AppState::new(ports)))
         .merge(api_playback::router(api_playback::AppState::new(ports)))
         .merge(api_chains::router(api_chains::AppState::new(ports)))
-        .merge(blob_routes([local.sources.clone(), local.media.clone()]))
+        .merge(blob_routes([local.sources.clone(), local.media.clone()])))
 }
 
 /// A worker's name, the queue it takes messages from and the handler it gives them to.
@@ -179,17 +168,9 @@ fn spawn_workers(
     }
 }
 
-fn spawn_schedules(
-    tasks: &mut JoinSet<()>,
-    config: &Config,
-    ports: &Ports,
-    stopped: &watch::Receiver<bool>,
-) {
+fn spawn_schedules(tasks: &mut JoinSet<()>, config: &Config, ports: &Ports, stopped: &watch::Receiver<bool>) {
     let scheduled: [(&str, Arc<dyn EventHandler>); 3] = [
-        (
-            "chain-indexer",
-            Arc::new(chain_indexer::Handler::new(ports)),
-        ),
+        ("chain-indexer", Arc::new(chain_indexer::Handler::new(ports))),
         ("gas-monitor", Arc::new(gas_monitor::Handler::new(ports))),
         ("tx-tracker", Arc::new(tx_tracker::Handler::new(ports))),
     ];
@@ -217,17 +198,9 @@ fn spawn_schedules(
     }
 }
 
-fn spawn_housekeeping(
-    tasks: &mut JoinSet<()>,
-    local: &LocalParts,
-    stopped: &watch::Receiver<bool>,
-) {
+fn spawn_housekeeping(tasks: &mut JoinSet<()>, local: &LocalParts, stopped: &watch::Receiver<bool>) {
     let store = common::adapters::local::LocalStore::new(local.db.clone());
-    let queues = [
-        local.storage_events.clone(),
-        local.jobs.clone(),
-        local.finalize.clone(),
-    ];
+    let queues = [local.storage_events.clone(), local.jobs.clone(), local.finalize.clone()];
     let mut stopped = stopped.clone();
     tasks.spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_secs(5));
@@ -239,8 +212,7 @@ fn spawn_housekeeping(
             }
             for queue in &queues {
                 if let Ok(depth) = queue.depth().await {
-                    metrics::gauge!("streamgate_queue_depth", "queue" => queue.name().to_owned())
-                        .set(depth as f64);
+                    metrics::gauge!("streamgate_queue_depth", "queue" => queue.name().to_owned()).set(depth as f64);
                 }
             }
             rounds += 1;

@@ -34,19 +34,13 @@ fn start(data_dir: &Path, workers: usize) -> Server {
         .read_line(&mut line)
         .expect("read the serving line");
     let url = line.trim().rsplit(' ').next().expect("url").to_owned();
-    assert!(
-        url.starts_with("http://127.0.0.1:"),
-        "unexpected first line {line:?}"
-    );
+    assert!(url.starts_with("http://127.0.0.1:"), "unexpected first line {line:?}");
     Server { child, url }
 }
 
 fn terminate(mut server: Server) -> std::process::ExitStatus {
     let pid = server.child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill -TERM");
+    let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
     assert!(status.success());
     server.child.wait().expect("wait")
 }
@@ -104,10 +98,7 @@ fn queued_work_survives_kill_9() {
         depth(&db, "jobs", &runtime) == 0
     });
     assert_eq!(depth(&db, "jobs-dlq", &runtime), 0);
-    assert!(
-        terminate(server).success(),
-        "SIGTERM drains and exits cleanly"
-    );
+    assert!(terminate(server).success(), "SIGTERM drains and exits cleanly");
 }
 
 #[test]
@@ -121,9 +112,7 @@ fn storage_writes_are_dispatched_to_on_upload() {
         _ => None,
     })
     .expect("config");
-    let ports = runtime
-        .block_on(Ports::from_config(&config))
-        .expect("ports");
+    let ports = runtime.block_on(Ports::from_config(&config)).expect("ports");
     let local = ports.local.expect("local parts");
     let key = format!("sources/{}", VideoId::generate());
     let put = runtime
@@ -147,36 +136,19 @@ fn storage_writes_are_dispatched_to_on_upload() {
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&status.stdout), "200");
-    assert!(
-        runtime
-            .block_on(ports.sources.head(&key))
-            .expect("head")
-            .is_some()
-    );
+    assert!(runtime.block_on(ports.sources.head(&key)).expect("head").is_some());
 
     // Its storage event is delivered to on-upload and settled.
     let metrics_url = format!("{}/metrics", server.url);
-    wait_for(
-        "on-upload to take the event",
-        Duration::from_secs(30),
-        || {
-            let out = Command::new("curl")
-                .args(["-s", &metrics_url])
-                .output()
-                .expect("curl");
-            String::from_utf8_lossy(&out.stdout).lines().any(|line| {
-                line.starts_with("streamgate_messages_total{")
-                    && line.contains("worker=\"on-upload\"")
-                    && line.contains("outcome=\"ok\"")
-            })
-        },
-    );
-    assert_eq!(
-        runtime
-            .block_on(local.storage_events.depth())
-            .expect("depth"),
-        0
-    );
+    wait_for("on-upload to take the event", Duration::from_secs(30), || {
+        let out = Command::new("curl").args(["-s", &metrics_url]).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).lines().any(|line| {
+            line.starts_with("streamgate_messages_total{")
+                && line.contains("worker=\"on-upload\"")
+                && line.contains("outcome=\"ok\"")
+        })
+    });
+    assert_eq!(runtime.block_on(local.storage_events.depth()).expect("depth"), 0);
     assert!(terminate(server).success());
 }
 

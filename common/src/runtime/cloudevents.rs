@@ -10,9 +10,7 @@ use cloudevents::{AttributesReader, Data};
 use serde_json::Value;
 
 use super::FunctionInfo;
-use crate::events::{
-    Event, EventError, EventHandler, Message, Trigger, handle_all, parse_s3_notification,
-};
+use crate::events::{Event, EventError, EventHandler, Message, Trigger, handle_all, parse_s3_notification};
 use crate::problem::ApiError;
 
 /// The largest CloudEvent accepted: SQS's message limit plus room for the envelope.
@@ -47,9 +45,7 @@ async fn receive(
             tracing::warn!(error = %err, "event failed");
             metrics::counter!("streamgate_event_failures_total", "kind" => super::lambda::kind(&err)).increment(1);
             match err {
-                EventError::Malformed(detail) => {
-                    Err(ApiError::bad_request("malformed_event", detail))
-                }
+                EventError::Malformed(detail) => Err(ApiError::bad_request("malformed_event", detail)),
                 EventError::Retryable(_) => Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "retry_later",
@@ -74,10 +70,7 @@ fn events_of(trigger: Trigger, event: &::cloudevents::Event) -> Result<Vec<Event
     match trigger {
         Trigger::Storage => {
             let data = data_json(event)?;
-            let objects = if data.get("Records").is_some()
-                || data.get("s3").is_some()
-                || data.get("Event").is_some()
-            {
+            let objects = if data.get("Records").is_some() || data.get("s3").is_some() || data.get("Event").is_some() {
                 parse_s3_notification(data)?
             } else {
                 // StreamGate's own shape: {"bucket", "key", "size"?}.
@@ -110,9 +103,7 @@ fn events_of(trigger: Trigger, event: &::cloudevents::Event) -> Result<Vec<Event
                 match event.data() {
                     Some(Data::Json(value)) => value.to_string(),
                     Some(Data::String(text)) => text.clone(),
-                    Some(Data::Binary(bytes)) => {
-                        String::from_utf8(bytes.clone()).map_err(EventError::malformed)?
-                    }
+                    Some(Data::Binary(bytes)) => String::from_utf8(bytes.clone()).map_err(EventError::malformed)?,
                     None => return Err(EventError::malformed("the event carries no data")),
                 }
             };

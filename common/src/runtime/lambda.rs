@@ -4,8 +4,7 @@ use chrono::Utc;
 use serde_json::Value;
 
 use crate::events::{
-    Event, EventError, EventHandler, Message, Trigger, events_from_message, handle_all,
-    parse_s3_notification,
+    Event, EventError, EventHandler, Message, Trigger, events_from_message, handle_all, parse_s3_notification,
 };
 
 /// Handles one Lambda invocation of an event function and returns the response document.
@@ -18,19 +17,12 @@ use crate::events::{
 /// - EventBridge schedules: one tick.
 ///
 /// A payload the function does not take is an error.
-pub async fn handle_lambda_event(
-    handler: &dyn EventHandler,
-    payload: Value,
-) -> Result<Value, EventError> {
+pub async fn handle_lambda_event(handler: &dyn EventHandler, payload: Value) -> Result<Value, EventError> {
     let source = payload
         .get("Records")
         .and_then(Value::as_array)
         .and_then(|records| records.first())
-        .and_then(|record| {
-            record
-                .get("eventSource")
-                .or_else(|| record.get("EventSource"))
-        })
+        .and_then(|record| record.get("eventSource").or_else(|| record.get("EventSource")))
         .and_then(Value::as_str)
         .map(str::to_owned);
     match (handler.trigger(), source.as_deref()) {
@@ -40,16 +32,11 @@ pub async fn handle_lambda_event(
         }
         (Trigger::Storage, Some("aws:s3")) => {
             let objects = parse_s3_notification(payload)?;
-            handle_all(
-                handler,
-                objects.into_iter().map(Event::ObjectCreated).collect(),
-            )
-            .await?;
+            handle_all(handler, objects.into_iter().map(Event::ObjectCreated).collect()).await?;
             Ok(Value::Null)
         }
         (Trigger::Schedule, None) if payload.get("detail-type").is_some() => {
-            let event: EventBridgeEvent =
-                serde_json::from_value(payload).map_err(EventError::malformed)?;
+            let event: EventBridgeEvent = serde_json::from_value(payload).map_err(EventError::malformed)?;
             handler
                 .handle(Event::Schedule {
                     time: event.time.unwrap_or_else(Utc::now),

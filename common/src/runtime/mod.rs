@@ -80,36 +80,26 @@ pub async fn serve_http(info: FunctionInfo, config: &Config, router: axum::Route
             Err(err) => fail_start(info, "the Lambda runtime stopped", &err),
         };
     }
-    let app = http_app(
-        info,
-        router,
-        MetricsRoute::Prometheus(crate::telemetry::prometheus()),
-    );
+    let app = http_app(info, router, MetricsRoute::Prometheus(crate::telemetry::prometheus()));
     serve_on_port(info, config.port, app).await
 }
 
 /// Serves an event function: on Lambda for S3, SQS (with partial batch failures) and EventBridge
 /// payloads, elsewhere as a CloudEvents sink on `POST /` of `0.0.0.0:$PORT`.
-pub async fn serve_events(
-    info: FunctionInfo,
-    config: &Config,
-    handler: Arc<dyn EventHandler>,
-) -> ExitCode {
+pub async fn serve_events(info: FunctionInfo, config: &Config, handler: Arc<dyn EventHandler>) -> ExitCode {
     if on_lambda() {
         let collector = match crate::telemetry::cloudwatch_emf(info.name) {
             Ok(collector) => collector,
             Err(err) => fail_start(info, "metrics could not start", &err),
         };
-        let service = lambda_runtime::service_fn(
-            move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
-                let handler = handler.clone();
-                async move {
-                    handle_lambda_event(handler.as_ref(), event.payload)
-                        .await
-                        .map_err(lambda_runtime::Error::from)
-                }
-            },
-        );
+        let service = lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
+            let handler = handler.clone();
+            async move {
+                handle_lambda_event(handler.as_ref(), event.payload)
+                    .await
+                    .map_err(lambda_runtime::Error::from)
+            }
+        });
         return match metrics_cloudwatch_embedded::lambda::service::run(collector, service).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail_start(info, "the Lambda runtime stopped", &err),
@@ -130,12 +120,9 @@ async fn serve_on_port(info: FunctionInfo, port: u16, app: axum::Router) -> Exit
         Err(err) => fail_start(info, &format!("cannot listen on {addr}"), &err),
     };
     tracing::info!(function = info.name, %addr, "serving");
-    match axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
+    match axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
     {
         Ok(()) => {
             tracing::info!(function = info.name, "drained; stopping");
@@ -171,14 +158,17 @@ pub async fn shutdown_signal() {
 /// The whole `main` of an HTTP function: configuration, adapters, then [`serve_http`].
 pub async fn main_http(
     info: FunctionInfo,
-    build: impl FnOnce(&Config, &crate::platform::Ports) -> axum::Router,
+    build: impl FnOnce(&Config, &crate::platform::Ports) -> Result<axum::Router, String>,
 ) -> ExitCode {
     let config = start(info);
     let ports = match crate::platform::Ports::from_config(&config).await {
         Ok(ports) => ports,
         Err(err) => fail_start(info, "storage could not be set up", &err),
     };
-    let router = build(&config, &ports);
+    let router = match build(&config, &ports) {
+        Ok(router) => router,
+        Err(err) => fail_start(info, "the function could not be set up", &err),
+    };
     serve_http(info, &config, router).await
 }
 

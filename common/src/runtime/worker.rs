@@ -48,11 +48,7 @@ impl QueueWorker {
     ///
     /// A worker long-polls without holding a permit, so idle queues never starve busy ones; a received
     /// message is kept invisible while it waits for a permit.
-    pub async fn run(
-        self: Arc<Self>,
-        permits: Arc<Semaphore>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub async fn run(self: Arc<Self>, permits: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
         let mut running = JoinSet::new();
         loop {
             while running.try_join_next().is_some() {}
@@ -95,12 +91,7 @@ impl QueueWorker {
         tracing::info!(worker = %self.name, "stopped");
     }
 
-    async fn process(
-        self: Arc<Self>,
-        received: Received,
-        heartbeat: JoinHandle<()>,
-        _permit: OwnedSemaphorePermit,
-    ) {
+    async fn process(self: Arc<Self>, received: Received, heartbeat: JoinHandle<()>, _permit: OwnedSemaphorePermit) {
         let span = tracing::info_span!("message", worker = %self.name, message_id = %received.id, receive_count = received.receive_count);
         let _entered = span.enter();
         let message = Message {

@@ -29,10 +29,7 @@ pub async fn contract(blobs: &dyn Blobs, fidelity: Fidelity) {
 
 async fn objects(blobs: &dyn Blobs) {
     assert!(blobs.head("media/a/one").await.expect("head").is_none());
-    assert!(matches!(
-        blobs.get("media/a/one").await,
-        Err(BlobError::NotFound(_))
-    ));
+    assert!(matches!(blobs.get("media/a/one").await, Err(BlobError::NotFound(_))));
     let body = pattern(1000, 1);
     let meta = blobs
         .put("media/a/one", body.clone(), Some("video/mp4"))
@@ -41,11 +38,7 @@ async fn objects(blobs: &dyn Blobs) {
     assert_eq!(meta.size, 1000);
     assert!(!meta.etag.is_empty());
     assert_eq!(blobs.get("media/a/one").await.expect("get"), body);
-    let head = blobs
-        .head("media/a/one")
-        .await
-        .expect("head")
-        .expect("exists");
+    let head = blobs.head("media/a/one").await.expect("head").expect("exists");
     assert_eq!((head.size, &head.etag), (1000, &meta.etag));
 
     // A key and a key below it can both exist, as in S3.
@@ -79,10 +72,7 @@ async fn objects(blobs: &dyn Blobs) {
         .await
         .expect("put_file");
     assert_eq!(meta.size, (3 * MIB + 7) as u64);
-    assert_eq!(
-        blobs.get("media/a/one").await.expect("get"),
-        pattern(3 * MIB + 7, 2)
-    );
+    assert_eq!(blobs.get("media/a/one").await.expect("get"), pattern(3 * MIB + 7, 2));
 
     blobs.delete("media/a/one").await.expect("delete");
     blobs
@@ -97,10 +87,7 @@ async fn objects(blobs: &dyn Blobs) {
 
     for bad in ["", "../escape", "a//b", "/abs"] {
         assert!(
-            matches!(
-                blobs.put(bad, Bytes::new(), None).await,
-                Err(BlobError::InvalidKey(..))
-            ),
+            matches!(blobs.put(bad, Bytes::new(), None).await, Err(BlobError::InvalidKey(..))),
             "{bad:?}"
         );
     }
@@ -109,10 +96,7 @@ async fn objects(blobs: &dyn Blobs) {
 async fn signed_urls(blobs: &dyn Blobs, fidelity: Fidelity) {
     let http = reqwest::Client::new();
     let body = pattern(4096, 3);
-    blobs
-        .put("signed/get", body.clone(), None)
-        .await
-        .expect("put");
+    blobs.put("signed/get", body.clone(), None).await.expect("put");
     let url = blobs
         .signed_get_url("signed/get", Duration::from_secs(60))
         .await
@@ -136,12 +120,7 @@ async fn signed_urls(blobs: &dyn Blobs, fidelity: Fidelity) {
         .signed_put_url("signed/put", Duration::from_secs(60))
         .await
         .expect("sign put");
-    let response = http
-        .put(&put.url)
-        .body(body.clone())
-        .send()
-        .await
-        .expect("PUT");
+    let response = http.put(&put.url).body(body.clone()).send().await.expect("PUT");
     assert_eq!(response.status(), 200);
     assert_eq!(blobs.get("signed/put").await.expect("get"), body);
     if fidelity == Fidelity::Emulated {
@@ -160,26 +139,15 @@ async fn signed_urls(blobs: &dyn Blobs, fidelity: Fidelity) {
         .await
         .expect("sign");
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(
-        http.get(&short.url).send().await.expect("GET").status(),
-        403
-    );
+    assert_eq!(http.get(&short.url).send().await.expect("GET").status(), 403);
 
     // A PUT URL does not read, and a GET URL does not write.
     assert_eq!(http.get(&put.url).send().await.expect("GET").status(), 403);
     assert_eq!(
-        http.put(&url.url)
-            .body("overwrite")
-            .send()
-            .await
-            .expect("PUT")
-            .status(),
+        http.put(&url.url).body("overwrite").send().await.expect("PUT").status(),
         403
     );
-    assert_eq!(
-        blobs.get("signed/get").await.expect("unchanged"),
-        pattern(4096, 3)
-    );
+    assert_eq!(blobs.get("signed/get").await.expect("unchanged"), pattern(4096, 3));
 }
 
 fn flip_last_signature_char(url: &str) -> String {
@@ -197,10 +165,7 @@ fn flip_last_signature_char(url: &str) -> String {
 async fn multipart(blobs: &dyn Blobs, fidelity: Fidelity) {
     let http = reqwest::Client::new();
     let key = "sources/multipart";
-    let upload = blobs
-        .create_multipart(key, Some("video/mp4"))
-        .await
-        .expect("create");
+    let upload = blobs.create_multipart(key, Some("video/mp4")).await.expect("create");
     let first = pattern(5 * MIB, 4);
     let second = pattern(1234, 5);
     // Part 1 through its presigned URL, as a browser would send it; part 2 through the port.
@@ -208,17 +173,9 @@ async fn multipart(blobs: &dyn Blobs, fidelity: Fidelity) {
         .signed_part_url(key, &upload, 1, Duration::from_secs(60))
         .await
         .expect("part url");
-    let response = http
-        .put(&url.url)
-        .body(first.clone())
-        .send()
-        .await
-        .expect("PUT part");
+    let response = http.put(&url.url).body(first.clone()).send().await.expect("PUT part");
     assert_eq!(response.status(), 200);
-    let etag1 = response.headers()["etag"]
-        .to_str()
-        .expect("etag")
-        .to_owned();
+    let etag1 = response.headers()["etag"].to_str().expect("etag").to_owned();
     let etag2 = blobs
         .upload_part(key, &upload, 2, second.clone())
         .await
@@ -249,10 +206,7 @@ async fn multipart(blobs: &dyn Blobs, fidelity: Fidelity) {
             etag: etag2,
         },
     ];
-    let meta = blobs
-        .complete_multipart(key, &upload, &parts)
-        .await
-        .expect("complete");
+    let meta = blobs.complete_multipart(key, &upload, &parts).await.expect("complete");
     assert_eq!(meta.size, (5 * MIB + 1234) as u64);
     let stored = blobs.get(key).await.expect("get");
     assert_eq!(stored.len(), 5 * MIB + 1234);
@@ -260,10 +214,7 @@ async fn multipart(blobs: &dyn Blobs, fidelity: Fidelity) {
     assert_eq!(stored.slice(5 * MIB..), second);
 
     // A part smaller than 5 MiB is allowed only last.
-    let upload = blobs
-        .create_multipart("sources/small", None)
-        .await
-        .expect("create");
+    let upload = blobs.create_multipart("sources/small", None).await.expect("create");
     let small1 = blobs
         .upload_part("sources/small", &upload, 1, pattern(100, 6))
         .await
@@ -283,20 +234,13 @@ async fn multipart(blobs: &dyn Blobs, fidelity: Fidelity) {
         },
     ];
     assert!(matches!(
-        blobs
-            .complete_multipart("sources/small", &upload, &parts)
-            .await,
+        blobs.complete_multipart("sources/small", &upload, &parts).await,
         Err(BlobError::InvalidParts(_))
     ));
 
     // Aborted uploads take no more parts.
-    blobs
-        .abort_multipart("sources/small", &upload)
-        .await
-        .expect("abort");
-    let late = blobs
-        .upload_part("sources/small", &upload, 3, pattern(10, 8))
-        .await;
+    blobs.abort_multipart("sources/small", &upload).await.expect("abort");
+    let late = blobs.upload_part("sources/small", &upload, 3, pattern(10, 8)).await;
     match fidelity {
         Fidelity::Exact => assert!(matches!(late, Err(BlobError::NoSuchUpload(_))), "{late:?}"),
         Fidelity::Emulated => assert!(late.is_err(), "{late:?}"),

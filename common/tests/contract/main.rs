@@ -28,20 +28,13 @@ struct Local {
 async fn local() -> Local {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = local::LocalDb::open(&dir.path().join("streamgate.db")).expect("db");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let url = url::Url::parse(&format!("http://{addr}/")).expect("url");
-    let blobs = local::LocalBlobs::open(dir.path(), "contract", UrlSigner::new([9; 32]), url)
-        .expect("blobs");
+    let blobs = local::LocalBlobs::open(dir.path(), "contract", UrlSigner::new([9; 32]), url).expect("blobs");
     let app = local::blob_routes([blobs.clone()]);
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Local {
-        _dir: dir,
-        db,
-        blobs,
-    }
+    Local { _dir: dir, db, blobs }
 }
 
 #[tokio::test]
@@ -59,8 +52,7 @@ async fn local_store_meets_the_contract() {
 #[tokio::test]
 async fn local_queue_meets_the_contract() {
     let local = local().await;
-    let queue =
-        local::LocalQueue::new(local.db.clone(), "contract").with_dead_letter("contract-dlq", 2);
+    let queue = local::LocalQueue::new(local.db.clone(), "contract").with_dead_letter("contract-dlq", 2);
     let dead = local::LocalQueue::new(local.db.clone(), "contract-dlq");
     queue::contract(&queue, &dead).await;
 }
@@ -69,11 +61,7 @@ async fn local_queue_meets_the_contract() {
 async fn s3_blobs_meet_the_contract() {
     let moto = moto::Moto::shared().await;
     let bucket = moto.bucket().await;
-    blobs::contract(
-        &aws::S3Blobs::new(&moto.sdk, bucket, true),
-        blobs::Fidelity::Emulated,
-    )
-    .await;
+    blobs::contract(&aws::S3Blobs::new(&moto.sdk, bucket, true), blobs::Fidelity::Emulated).await;
 }
 
 #[tokio::test]
@@ -95,11 +83,7 @@ async fn sqs_queue_meets_the_contract() {
 }
 
 /// Polls `receive` until it yields at least one message or `within` passes.
-async fn receive_within(
-    queue: &dyn Queue,
-    visibility: Duration,
-    within: Duration,
-) -> Vec<common::queue::Received> {
+async fn receive_within(queue: &dyn Queue, visibility: Duration, within: Duration) -> Vec<common::queue::Received> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let got = queue

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use tokio::sync::OnceCell;
@@ -140,11 +140,7 @@ impl Moto {
                     .index_name(common::adapters::aws::GSI1)
                     .key_schema(key("gsi1pk", KeyType::Hash))
                     .key_schema(key("gsi1sk", KeyType::Range))
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::All)
-                            .build(),
-                    )
+                    .projection(Projection::builder().projection_type(ProjectionType::All).build())
                     .build()
                     .expect("gsi"),
             )
@@ -188,9 +184,7 @@ impl Moto {
             .attributes
             .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
             .expect("dlq arn");
-        let redrive =
-            serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives})
-                .to_string();
+        let redrive = serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives}).to_string();
         let url = client
             .create_queue()
             .queue_name(unique("contract"))

@@ -21,10 +21,7 @@ async fn delivery(queue: &dyn Queue) {
             .is_empty()
     );
     let bodies: Vec<String> = (0..13).map(|i| format!("{{\"job\":{i}}}")).collect();
-    queue
-        .send_batch(&bodies, Duration::ZERO)
-        .await
-        .expect("send");
+    queue.send_batch(&bodies, Duration::ZERO).await.expect("send");
     let mut seen = HashSet::new();
     while seen.len() < 13 {
         let got = receive_within(queue, Duration::from_secs(30), Duration::from_secs(5)).await;
@@ -32,11 +29,7 @@ async fn delivery(queue: &dyn Queue) {
         assert!(got.len() <= 10);
         for message in got {
             assert_eq!(message.receive_count, 1);
-            assert!(
-                seen.insert(message.body.clone()),
-                "delivered twice: {}",
-                message.body
-            );
+            assert!(seen.insert(message.body.clone()), "delivered twice: {}", message.body);
             queue.ack(&message.receipt).await.expect("ack");
         }
     }
@@ -92,10 +85,7 @@ async fn redelivery(queue: &dyn Queue) {
     queue.send("release".into()).await.expect("send");
     let first = receive_within(queue, Duration::from_secs(30), Duration::from_secs(5)).await;
     assert_eq!(first.len(), 1);
-    queue
-        .extend(&first[0].receipt, Duration::ZERO)
-        .await
-        .expect("release");
+    queue.extend(&first[0].receipt, Duration::ZERO).await.expect("release");
     let again = receive_within(queue, Duration::from_secs(30), Duration::from_secs(5)).await;
     assert_eq!((again.len(), again[0].receive_count), (1, 2));
     queue.ack(&again[0].receipt).await.expect("ack");
@@ -114,10 +104,7 @@ async fn delay(queue: &dyn Queue) {
             .is_empty()
     );
     let got = receive_within(queue, Duration::from_secs(30), Duration::from_secs(6)).await;
-    assert_eq!(
-        got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
-        ["later"]
-    );
+    assert_eq!(got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["later"]);
     queue.ack(&got[0].receipt).await.expect("ack");
 }
 
@@ -128,10 +115,7 @@ async fn dead_lettering(queue: &dyn Queue, dead_letter: &dyn Queue) {
         let got = receive_within(queue, Duration::from_secs(30), Duration::from_secs(5)).await;
         assert_eq!(got.len(), 1, "delivery {attempt}");
         assert_eq!(got[0].receive_count, attempt);
-        queue
-            .extend(&got[0].receipt, Duration::ZERO)
-            .await
-            .expect("fail it");
+        queue.extend(&got[0].receipt, Duration::ZERO).await.expect("fail it");
     }
     // ...then it is moved to the dead-letter queue instead of a third delivery.
     assert!(
@@ -142,8 +126,5 @@ async fn dead_lettering(queue: &dyn Queue, dead_letter: &dyn Queue) {
             .is_empty()
     );
     let dead = receive_within(dead_letter, Duration::from_secs(30), Duration::from_secs(5)).await;
-    assert_eq!(
-        dead.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
-        ["poison"]
-    );
+    assert_eq!(dead.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["poison"]);
 }

@@ -28,19 +28,14 @@ async fn round_trip(store: &dyn Store) {
         .with("ready", false)
         .with("cid", serde_json::Value::Null)
         .with("tags", json!(["a", "b"]))
-        .with(
-            "access",
-            json!({"type": "token", "chainId": 1, "tokenIds": ["1", "2"]}),
-        )
+        .with("access", json!({"type": "token", "chainId": 1, "tokenIds": ["1", "2"]}))
         .indexed("owner#0xabc", "2026-01-01T00:00:00Z")
         .expiring_at(now_unix() + 3600);
     store.put(item.clone(), None).await.expect("put");
     assert_eq!(store.get(&pk, "meta").await.expect("get"), Some(item));
 
     assert!(matches!(
-        store
-            .put(Item::new(&pk, "meta").with("pk", "x"), None)
-            .await,
+        store.put(Item::new(&pk, "meta").with("pk", "x"), None).await,
         Err(StoreError::InvalidItem(_))
     ));
 
@@ -64,9 +59,7 @@ async fn conditions(store: &dyn Store) {
         Err(StoreError::ConditionFailed)
     ));
     assert!(matches!(
-        store
-            .put(Item::new(unique("x"), "n"), Some(Condition::Exists))
-            .await,
+        store.put(Item::new(unique("x"), "n"), Some(Condition::Exists)).await,
         Err(StoreError::ConditionFailed)
     ));
 
@@ -86,11 +79,7 @@ async fn conditions(store: &dyn Store) {
         Err(StoreError::ConditionFailed)
     ));
     store
-        .delete(
-            &pk,
-            "n",
-            Some(Condition::Equals("state".into(), json!("used"))),
-        )
+        .delete(&pk, "n", Some(Condition::Equals("state".into(), json!("used"))))
         .await
         .expect("conditional delete");
     assert!(matches!(
@@ -101,48 +90,26 @@ async fn conditions(store: &dyn Store) {
 
 async fn counters(store: Arc<dyn Store>) {
     let pk = unique("jobs");
-    assert_eq!(
-        store
-            .increment(&pk, "progress", "done", 1)
-            .await
-            .expect("create"),
-        1
-    );
+    assert_eq!(store.increment(&pk, "progress", "done", 1).await.expect("create"), 1);
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let store = store.clone();
         let pk = pk.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..5 {
-                store
-                    .increment(&pk, "progress", "done", 2)
-                    .await
-                    .expect("increment");
+                store.increment(&pk, "progress", "done", 2).await.expect("increment");
             }
         }));
     }
     for task in tasks {
         task.await.expect("task");
     }
+    assert_eq!(store.increment(&pk, "progress", "done", 0).await.expect("read"), 101);
     assert_eq!(
-        store
-            .increment(&pk, "progress", "done", 0)
-            .await
-            .expect("read"),
-        101
-    );
-    assert_eq!(
-        store
-            .increment(&pk, "progress", "done", -1)
-            .await
-            .expect("decrement"),
+        store.increment(&pk, "progress", "done", -1).await.expect("decrement"),
         100
     );
-    let item = store
-        .get(&pk, "progress")
-        .await
-        .expect("get")
-        .expect("exists");
+    let item = store.get(&pk, "progress").await.expect("get").expect("exists");
     assert_eq!(item.attrs["done"], json!(100));
 }
 
@@ -180,19 +147,13 @@ async fn queries(store: &dyn Store) {
             .await
             .expect("put");
     }
-    store
-        .put(Item::new(&pk, "meta"), None)
-        .await
-        .expect("put meta");
+    store.put(Item::new(&pk, "meta"), None).await.expect("put meta");
     store
         .put(Item::new(&pk, "job").with("i", -1), None)
         .await
         .expect("put bare");
 
-    let all = store
-        .query(&pk, Query::prefix("job#"))
-        .await
-        .expect("query");
+    let all = store.query(&pk, Query::prefix("job#")).await.expect("query");
     let order: Vec<i64> = all
         .items
         .iter()
@@ -215,10 +176,7 @@ async fn queries(store: &dyn Store) {
             None => break,
         }
     }
-    assert_eq!(
-        seen,
-        (0..25).map(|i| format!("job#{i:03}")).collect::<Vec<_>>()
-    );
+    assert_eq!(seen, (0..25).map(|i| format!("job#{i:03}")).collect::<Vec<_>>());
 
     let newest = store
         .query(
@@ -235,10 +193,7 @@ async fn queries(store: &dyn Store) {
     assert_eq!(keys, ["job#024", "job#023", "job#022"]);
     assert!(newest.next.is_some());
 
-    let everything = store
-        .query(&pk, Query::default())
-        .await
-        .expect("whole partition");
+    let everything = store.query(&pk, Query::default()).await.expect("whole partition");
     assert_eq!(everything.items.len(), 27);
 }
 
@@ -249,10 +204,7 @@ async fn index(store: &dyn Store) {
         let pk = unique("video");
         let at = format!("2026-01-{:02}T00:00:00Z", i + 1);
         store
-            .put(
-                Item::new(&pk, "meta").with("n", i).indexed(&owner, &at),
-                None,
-            )
+            .put(Item::new(&pk, "meta").with("n", i).indexed(&owner, &at), None)
             .await
             .expect("put");
         expected.push(pk);
@@ -276,10 +228,7 @@ async fn index(store: &dyn Store) {
         ..Query::default()
     };
     loop {
-        let page = store
-            .query_index(&owner, query.clone())
-            .await
-            .expect("index page");
+        let page = store.query_index(&owner, query.clone()).await.expect("index page");
         seen.extend(page.items.iter().map(|item| item.pk.clone()));
         match page.next {
             Some(cursor) => query.cursor = Some(cursor),
@@ -300,10 +249,7 @@ async fn index(store: &dyn Store) {
 async fn expiry(store: &dyn Store) {
     let pk = unique("session");
     store
-        .put(
-            Item::new(&pk, "s").with("v", 1).expiring_at(now_unix() - 1),
-            None,
-        )
+        .put(Item::new(&pk, "s").with("v", 1).expiring_at(now_unix() - 1), None)
         .await
         .expect("put expired");
     assert!(

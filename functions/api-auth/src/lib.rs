@@ -1,27 +1,199 @@
-//! `api-auth`: Sign-In with Ethereum (EIP-4361), sessions and linked wallets (/v1/auth/*, /v1/wallets).
+//! `api-auth`: Sign-In with Ethereum (EIP-4361), sessions and linked wallets (`/v1/auth/*`, `/v1/wallets`).
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
-
-use axum::Router;
+use alloy_primitives::Address;
+use axum::extract::{FromRef, Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json as AxumJson, Router};
+use chrono::{DateTime, Utc};
+use common::config::Config;
+use common::identity::accounts::Accounts;
+use common::identity::nonces::Nonces;
+use common::identity::sessions::{SessionKeys, Sessions};
+use common::identity::{AuthError, Authenticated, SignIn, SignedMessage};
 use common::platform::Ports;
-use common::store::Store;
+use common::problem::{ApiError, Json};
+use serde::Serialize;
 
-/// What the handlers of `api-auth` use.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    sign_in: SignIn,
+}
+
+impl FromRef<AppState> for Sessions {
+    fn from_ref(state: &AppState) -> Sessions {
+        state.sign_in.sessions.clone()
+    }
 }
 
 impl AppState {
-    pub fn new(ports: &Ports) -> Self {
-        Self {
-            store: ports.store.clone(),
-        }
+    /// The state for a service reached under `domain` (the Sign-In with Ethereum domain).
+    pub fn new(config: &Config, ports: &Ports, domain: String) -> Result<Self, String> {
+        let keys = SessionKeys::from_config(config).map_err(|e| e.to_string())?;
+        let ttl = |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::hours(1));
+        let sign_in = SignIn {
+            nonces: Nonces::new(ports.store.clone(), ttl(config.nonce_ttl)),
+            accounts: Accounts::new(ports.store.clone()),
+            sessions: Sessions::new(keys, ports.store.clone(), ttl(config.session_ttl)),
+            domain,
+            chains: config.chains.ids().collect(),
+            skew: chrono::Duration::seconds(60),
+        };
+        Ok(Self { sign_in })
     }
 }
 
 /// The routes of `api-auth`; the runtime adds `/healthz`, `/metrics` and the common layers.
 pub fn router(state: AppState) -> Router {
-    Router::new().with_state(state)
+    Router::new()
+        .route("/v1/auth/nonce", post(issue_nonce))
+        .route("/v1/auth/verify", post(verify))
+        .route("/v1/auth/session", get(session))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/wallets", get(list_wallets).post(link_wallet))
+        .route("/v1/wallets/{address}", delete(unlink_wallet))
+        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NonceIssued {
+    nonce: String,
+    expires_at: DateTime<Utc>,
+}
+
+async fn issue_nonce(State(state): State<AppState>) -> Result<AxumJson<NonceIssued>, ApiError> {
+    let (nonce, expires_at) = state.sign_in.nonces.issue().await.map_err(AuthError::from)?;
+    Ok(AxumJson(NonceIssued { nonce, expires_at }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Token {
+    token: String,
+    address: String,
+    expires_at: DateTime<Utc>,
+}
+
+async fn verify(State(state): State<AppState>, Json(signed): Json<SignedMessage>) -> Result<AxumJson<Token>, ApiError> {
+    let signed_in = state.sign_in.sign_in(&signed).await?;
+    Ok(AxumJson(Token {
+        token: signed_in.token,
+        address: signed_in.address.to_checksum(None),
+        expires_at: signed_in.expires_at,
+    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    address: String,
+    wallets: Vec<String>,
+    expires_at: DateTime<Utc>,
+}
+
+fn checksummed(addresses: Vec<Address>) -> Vec<String> {
+    addresses.into_iter().map(|a| a.to_checksum(None)).collect()
+}
+
+async fn session(State(state): State<AppState>, auth: Authenticated) -> Result<AxumJson<SessionView>, ApiError> {
+    let wallets = state
+        .sign_in
+        .accounts
+        .wallets(auth.account())
+        .await
+        .map_err(AuthError::from)?;
+    Ok(AxumJson(SessionView {
+        address: auth.0.address.to_checksum(None),
+        wallets: checksummed(wallets),
+        expires_at: auth.0.expires_at,
+    }))
+}
+
+async fn logout(State(state): State<AppState>, auth: Authenticated) -> Result<StatusCode, ApiError> {
+    state.sign_in.sessions.revoke(&auth.0).await.map_err(AuthError::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct WalletList {
+    wallets: Vec<String>,
+}
+
+async fn list_wallets(State(state): State<AppState>, auth: Authenticated) -> Result<AxumJson<WalletList>, ApiError> {
+    let wallets = state
+        .sign_in
+        .accounts
+        .wallets(auth.account())
+        .await
+        .map_err(AuthError::from)?;
+    Ok(AxumJson(WalletList {
+        wallets: checksummed(wallets),
+    }))
+}
+
+#[derive(Serialize)]
+struct Linked {
+    address: String,
+    wallets: Vec<String>,
+}
+
+async fn link_wallet(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Json(signed): Json<SignedMessage>,
+) -> Result<AxumJson<Linked>, ApiError> {
+    let address = state.sign_in.link(&auth.0, &signed).await?;
+    let wallets = state
+        .sign_in
+        .accounts
+        .wallets(auth.account())
+        .await
+        .map_err(AuthError::from)?;
+    Ok(AxumJson(Linked {
+        address: address.to_checksum(None),
+        wallets: checksummed(wallets),
+    }))
+}
+
+async fn unlink_wallet(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(address): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let address = parse_address(&address)?;
+    state
+        .sign_in
+        .accounts
+        .unlink(auth.account(), &address)
+        .await
+        .map_err(AuthError::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An address in a path: EIP-55 checksummed, or all one case.
+fn parse_address(text: &str) -> Result<Address, ApiError> {
+    let digits = text
+        .strip_prefix("0x")
+        .filter(|d| d.len() == 40 && d.bytes().all(|b| b.is_ascii_hexdigit()));
+    let Some(digits) = digits else {
+        return Err(ApiError::bad_request(
+            "invalid_address",
+            "an address is 0x and 40 hexadecimal digits",
+        ));
+    };
+    let one_case = digits == digits.to_ascii_lowercase() || digits == digits.to_ascii_uppercase();
+    let parsed = if one_case {
+        text.to_ascii_lowercase().parse().ok()
+    } else {
+        Address::parse_checksummed(text, None).ok()
+    };
+    parsed.ok_or_else(|| {
+        ApiError::bad_request(
+            "address_not_checksummed",
+            "the address's letter case is not its EIP-55 checksum",
+        )
+    })
 }

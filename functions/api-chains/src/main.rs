@@ -1,7 +1,7 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     common::runtime::main_http(common::function_info!(), |_, ports| {
-        api_chains::router(api_chains::AppState::new(ports))
+        Ok(api_chains::router(api_chains::AppState::new(ports)))
     })
     .await
 }

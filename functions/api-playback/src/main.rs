@@ -1,7 +1,7 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     common::runtime::main_http(common::function_info!(), |_, ports| {
-        api_playback::router(api_playback::AppState::new(ports))
+        Ok(api_playback::router(api_playback::AppState::new(ports)))
     })
     .await
 }

@@ -1,7 +1,7 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     common::runtime::main_http(common::function_info!(), |_, ports| {
-        api_upload::router(api_upload::AppState::new(ports))
+        Ok(api_upload::router(api_upload::AppState::new(ports)))
     })
     .await
 }

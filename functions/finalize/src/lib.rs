@@ -32,9 +32,7 @@ impl EventHandler for Handler {
         let job: FinalizeJob = decode(&message.body)?;
         match live_video(&self.videos, &job.video_id).await? {
             None => Ok(()),
-            Some(_) => Err(EventError::retryable(
-                "packaging is not available in this build",
-            )),
+            Some(_) => Err(EventError::retryable("packaging is not available in this build")),
         }
     }
 }

@@ -36,9 +36,7 @@ impl EventHandler for Handler {
         };
         match live_video(&self.videos, &video_id).await? {
             None => Ok(()),
-            Some(_) => Err(EventError::retryable(
-                "processing is not available in this build",
-            )),
+            Some(_) => Err(EventError::retryable("processing is not available in this build")),
         }
     }
 }

@@ -72,10 +72,7 @@ fn from_attributes(mut attributes: Attributes) -> Result<Item, StoreError> {
     let missing = || StoreError::Backend("an item without string keys pk and sk".into());
     let pk = string(&mut attributes, "pk").ok_or_else(missing)?;
     let sk = string(&mut attributes, "sk").ok_or_else(missing)?;
-    let index = match (
-        string(&mut attributes, "gsi1pk"),
-        string(&mut attributes, "gsi1sk"),
-    ) {
+    let index = match (string(&mut attributes, "gsi1pk"), string(&mut attributes, "gsi1sk")) {
         (Some(ipk), Some(isk)) => Some((ipk, isk)),
         _ => None,
     };
@@ -95,20 +92,16 @@ fn from_attributes(mut attributes: Attributes) -> Result<Item, StoreError> {
 }
 
 /// A condition expression that also treats expired items as absent, with its names and values.
-fn condition_expression(
-    condition: &Condition,
-) -> Result<(String, HashMap<String, String>, Attributes), StoreError> {
+fn condition_expression(condition: &Condition) -> Result<(String, HashMap<String, String>, Attributes), StoreError> {
     let mut names = HashMap::from([("#ttl".to_owned(), "ttl".to_owned())]);
-    let mut values =
-        HashMap::from([(":now".to_owned(), AttributeValue::N(now_unix().to_string()))]);
+    let mut values = HashMap::from([(":now".to_owned(), AttributeValue::N(now_unix().to_string()))]);
     let live = "(attribute_not_exists(#ttl) OR #ttl > :now)";
     let expression = match condition {
         Condition::NotExists => "attribute_not_exists(pk) OR #ttl <= :now".to_owned(),
         Condition::Exists => format!("attribute_exists(pk) AND {live}"),
         Condition::Equals(name, value) => {
             names.insert("#a".into(), name.clone());
-            let value = serde_dynamo::to_attribute_value(value)
-                .map_err(|e| StoreError::InvalidItem(e.to_string()))?;
+            let value = serde_dynamo::to_attribute_value(value).map_err(|e| StoreError::InvalidItem(e.to_string()))?;
             values.insert(":v".into(), value);
             format!("#a = :v AND {live}")
         }
@@ -137,12 +130,7 @@ fn cursor_of(mut last: Attributes, on_index: bool) -> Option<Cursor> {
 }
 
 impl DynamoStore {
-    async fn run_query(
-        &self,
-        index: Option<&str>,
-        pk: &str,
-        query: Query,
-    ) -> Result<Page, StoreError> {
+    async fn run_query(&self, index: Option<&str>, pk: &str, query: Query) -> Result<Page, StoreError> {
         let (pk_name, sk_name) = if index.is_some() {
             ("gsi1pk", "gsi1sk")
         } else {
@@ -213,9 +201,7 @@ impl Store for DynamoStore {
             .map_err(backend)?;
         match output.item {
             None => Ok(None),
-            Some(attributes) => {
-                Ok(Some(from_attributes(attributes)?).filter(|item| !item.is_expired(now_unix())))
-            }
+            Some(attributes) => Ok(Some(from_attributes(attributes)?).filter(|item| !item.is_expired(now_unix()))),
         }
     }
 
@@ -235,19 +221,12 @@ impl Store for DynamoStore {
         }
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(condition_failed) => {
-                Err(StoreError::ConditionFailed)
-            }
+            Err(err) if err.as_service_error().is_some_and(condition_failed) => Err(StoreError::ConditionFailed),
             Err(err) => Err(backend(err)),
         }
     }
 
-    async fn delete(
-        &self,
-        pk: &str,
-        sk: &str,
-        condition: Option<Condition>,
-    ) -> Result<(), StoreError> {
+    async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError> {
         let mut request = self
             .client
             .delete_item()
@@ -262,9 +241,7 @@ impl Store for DynamoStore {
         }
         match request.send().await {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(condition_failed) => {
-                Err(StoreError::ConditionFailed)
-            }
+            Err(err) if err.as_service_error().is_some_and(condition_failed) => Err(StoreError::ConditionFailed),
             Err(err) => Err(backend(err)),
         }
     }
@@ -287,9 +264,7 @@ impl Store for DynamoStore {
             Some(AttributeValue::N(n)) => n
                 .parse()
                 .map_err(|_| StoreError::Backend(format!("counter {attr:?} is {n}"))),
-            _ => Err(StoreError::Backend(format!(
-                "counter {attr:?} missing from the answer"
-            ))),
+            _ => Err(StoreError::Backend(format!("counter {attr:?} missing from the answer"))),
         }
     }
 

@@ -15,9 +15,7 @@ use aws_smithy_http_client::tls;
 /// The SDK's HTTP client with rustls on ring as the TLS stack.
 pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
     aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
         .build_https()
 }
 

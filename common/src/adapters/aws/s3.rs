@@ -61,12 +61,7 @@ impl Blobs for S3Blobs {
         &self.bucket
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        content_type: Option<&str>,
-    ) -> Result<ObjectMeta, BlobError> {
+    async fn put(&self, key: &str, body: Bytes, content_type: Option<&str>) -> Result<ObjectMeta, BlobError> {
         validate_key(key)?;
         let size = body.len() as u64;
         let output = self
@@ -86,17 +81,9 @@ impl Blobs for S3Blobs {
         })
     }
 
-    async fn put_file(
-        &self,
-        key: &str,
-        path: &Path,
-        content_type: Option<&str>,
-    ) -> Result<ObjectMeta, BlobError> {
+    async fn put_file(&self, key: &str, path: &Path, content_type: Option<&str>) -> Result<ObjectMeta, BlobError> {
         validate_key(key)?;
-        let size = tokio::fs::metadata(path)
-            .await
-            .map_err(BlobError::backend)?
-            .len();
+        let size = tokio::fs::metadata(path).await.map_err(BlobError::backend)?.len();
         let body = ByteStream::from_path(path).await.map_err(backend)?;
         let output = self
             .client
@@ -117,14 +104,7 @@ impl Blobs for S3Blobs {
 
     async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
         validate_key(key)?;
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(output) => Ok(output.body.collect().await.map_err(backend)?.into_bytes()),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
                 Err(BlobError::NotFound(key.to_owned()))
@@ -135,20 +115,10 @@ impl Blobs for S3Blobs {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BlobError> {
         validate_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(output) => Ok(Some(ObjectMeta {
                 key: key.to_owned(),
-                size: output
-                    .content_length
-                    .and_then(|n| u64::try_from(n).ok())
-                    .unwrap_or(0),
+                size: output.content_length.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
                 etag: output.e_tag.unwrap_or_default(),
             })),
             Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(None),
@@ -216,11 +186,7 @@ impl Blobs for S3Blobs {
         Ok(signed(request, ttl))
     }
 
-    async fn create_multipart(
-        &self,
-        key: &str,
-        content_type: Option<&str>,
-    ) -> Result<String, BlobError> {
+    async fn create_multipart(&self, key: &str, content_type: Option<&str>) -> Result<String, BlobError> {
         validate_key(key)?;
         let output = self
             .client
@@ -244,8 +210,7 @@ impl Blobs for S3Blobs {
         body: Bytes,
     ) -> Result<String, BlobError> {
         validate_key(key)?;
-        let part = i32::try_from(part_number)
-            .map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
+        let part = i32::try_from(part_number).map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
         match self
             .client
             .upload_part()
@@ -275,8 +240,7 @@ impl Blobs for S3Blobs {
         ttl: Duration,
     ) -> Result<SignedUrl, BlobError> {
         validate_key(key)?;
-        let part = i32::try_from(part_number)
-            .map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
+        let part = i32::try_from(part_number).map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
         let request = self
             .client
             .upload_part()
@@ -299,14 +263,9 @@ impl Blobs for S3Blobs {
         validate_key(key)?;
         let mut completed = Vec::with_capacity(parts.len());
         for part in parts {
-            let number = i32::try_from(part.part_number)
-                .map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
-            completed.push(
-                S3Part::builder()
-                    .part_number(number)
-                    .e_tag(&part.etag)
-                    .build(),
-            );
+            let number =
+                i32::try_from(part.part_number).map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
+            completed.push(S3Part::builder().part_number(number).e_tag(&part.etag).build());
         }
         let result = self
             .client
@@ -314,26 +273,19 @@ impl Blobs for S3Blobs {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(completed))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
             .send()
             .await;
         match result {
-            Ok(_) => self
-                .head(key)
-                .await?
-                .ok_or_else(|| BlobError::NotFound(key.to_owned())),
+            Ok(_) => self.head(key).await?.ok_or_else(|| BlobError::NotFound(key.to_owned())),
             Err(err) => match err
                 .as_service_error()
                 .and_then(aws_sdk_s3::error::ProvideErrorMetadata::code)
             {
                 Some("NoSuchUpload") => Err(BlobError::NoSuchUpload(upload_id.to_owned())),
-                Some(
-                    code @ ("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "MalformedXML"),
-                ) => Err(BlobError::InvalidParts(code.to_owned())),
+                Some(code @ ("InvalidPart" | "InvalidPartOrder" | "EntityTooSmall" | "MalformedXML")) => {
+                    Err(BlobError::InvalidParts(code.to_owned()))
+                }
                 _ => Err(backend(err)),
             },
         }
@@ -351,11 +303,7 @@ impl Blobs for S3Blobs {
             .await
         {
             Ok(_) => Ok(()),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|e| e.is_no_such_upload()) =>
-            {
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_upload()) => {
                 Err(BlobError::NoSuchUpload(upload_id.to_owned()))
             }
             Err(err) => Err(backend(err)),

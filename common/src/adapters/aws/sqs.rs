@@ -83,12 +83,7 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn receive(
-        &self,
-        max: u32,
-        visibility: Duration,
-        wait: Duration,
-    ) -> Result<Vec<Received>, QueueError> {
+    async fn receive(&self, max: u32, visibility: Duration, wait: Duration) -> Result<Vec<Received>, QueueError> {
         let output = self
             .client
             .receive_message()
@@ -131,9 +126,7 @@ impl Queue for SqsQueue {
             .await
         {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(invalid_receipt) => {
-                Err(QueueError::InvalidReceipt)
-            }
+            Err(err) if err.as_service_error().is_some_and(invalid_receipt) => Err(QueueError::InvalidReceipt),
             Err(err) => Err(backend(err)),
         }
     }
@@ -149,9 +142,7 @@ impl Queue for SqsQueue {
             .await
         {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(invalid_receipt) => {
-                Err(QueueError::InvalidReceipt)
-            }
+            Err(err) if err.as_service_error().is_some_and(invalid_receipt) => Err(QueueError::InvalidReceipt),
             Err(err) => Err(backend(err)),
         }
     }

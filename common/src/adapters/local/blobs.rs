@@ -54,12 +54,7 @@ struct Inner {
 
 impl LocalBlobs {
     /// The bucket `bucket` under `data_dir`, whose signed URLs start with `public_url`.
-    pub fn open(
-        data_dir: &Path,
-        bucket: &str,
-        signer: UrlSigner,
-        public_url: Url,
-    ) -> std::io::Result<Self> {
+    pub fn open(data_dir: &Path, bucket: &str, signer: UrlSigner, public_url: Url) -> std::io::Result<Self> {
         let base = data_dir.join("blobs");
         let inner = Inner {
             bucket: bucket.to_owned(),
@@ -73,9 +68,7 @@ impl LocalBlobs {
         for dir in [&inner.root, &inner.tmp, &inner.multipart] {
             std::fs::create_dir_all(dir)?;
         }
-        Ok(Self {
-            inner: Arc::new(inner),
-        })
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// Sends an S3-shaped `ObjectCreated` notification to `queue` for every object written, as S3 does
@@ -85,9 +78,7 @@ impl LocalBlobs {
             events: Some(queue),
             ..(*self.inner).clone()
         };
-        Self {
-            inner: Arc::new(inner),
-        }
+        Self { inner: Arc::new(inner) }
     }
 
     fn object_path(&self, key: &str) -> Result<PathBuf, BlobError> {
@@ -106,18 +97,13 @@ impl LocalBlobs {
 
     fn upload_dir(&self, upload_id: &str) -> Result<PathBuf, BlobError> {
         if upload_id.len() != 36 || !upload_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            return Err(BlobError::NoSuchUpload(
-                upload_id.chars().take(40).collect(),
-            ));
+            return Err(BlobError::NoSuchUpload(upload_id.chars().take(40).collect()));
         }
         Ok(self.inner.multipart.join(upload_id))
     }
 
     /// Streams `body` into a synced temporary file; returns it with its size and SHA-256.
-    async fn write_temp<S, E>(
-        &self,
-        mut body: S,
-    ) -> Result<(tempfile::TempPath, u64, String), BlobError>
+    async fn write_temp<S, E>(&self, mut body: S) -> Result<(tempfile::TempPath, u64, String), BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -128,8 +114,7 @@ impl LocalBlobs {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| BlobError::Backend(format!("reading the body failed: {e}")))?;
+            let chunk = chunk.map_err(|e| BlobError::Backend(format!("reading the body failed: {e}")))?;
             size += chunk.len() as u64;
             if size > MAX_OBJECT_SIZE {
                 return Err(BlobError::InvalidParts(format!(
@@ -153,12 +138,9 @@ impl LocalBlobs {
     ) -> Result<ObjectMeta, BlobError> {
         let path = self.object_path(key)?;
         if let Some(dir) = path.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(BlobError::backend)?;
+            tokio::fs::create_dir_all(dir).await.map_err(BlobError::backend)?;
         }
-        temp.persist(&path)
-            .map_err(|e| BlobError::backend(e.error))?;
+        temp.persist(&path).map_err(|e| BlobError::backend(e.error))?;
         write_sidecar(&path, &etag).await?;
         let meta = ObjectMeta {
             key: key.to_owned(),
@@ -167,10 +149,7 @@ impl LocalBlobs {
         };
         if let Some(queue) = &self.inner.events {
             let notification = s3_notification(&self.inner.bucket, &meta, event);
-            queue
-                .send(notification.to_string())
-                .await
-                .map_err(BlobError::backend)?;
+            queue.send(notification.to_string()).await.map_err(BlobError::backend)?;
         }
         Ok(meta)
     }
@@ -212,8 +191,7 @@ impl LocalBlobs {
         let (temp, _, hash) = self.write_temp(body).await?;
         let etag = quoted(&hash[..32]);
         let part = dir.join(format!("{part_number:05}.part"));
-        temp.persist(&part)
-            .map_err(|e| BlobError::backend(e.error))?;
+        temp.persist(&part).map_err(|e| BlobError::backend(e.error))?;
         write_sidecar(&part, &etag).await?;
         Ok(etag)
     }
@@ -226,14 +204,10 @@ impl LocalBlobs {
         ttl: Duration,
     ) -> Result<SignedUrl, BlobError> {
         validate_key(key)?;
-        let expires_at =
-            Utc::now() + chrono::Duration::from_std(ttl).map_err(BlobError::backend)?;
+        let expires_at = Utc::now() + chrono::Duration::from_std(ttl).map_err(BlobError::backend)?;
         let path = format!("{BLOB_ROUTE_PREFIX}/{}/{key}", self.inner.bucket);
         let resource = resource(&path, extra.iter().map(|(k, v)| (*k, v.as_str())));
-        let signature = self
-            .inner
-            .signer
-            .sign(method.as_str(), &resource, expires_at);
+        let signature = self.inner.signer.sign(method.as_str(), &resource, expires_at);
         let mut url = self
             .inner
             .public_url
@@ -274,9 +248,7 @@ fn sidecar(path: &Path) -> PathBuf {
 }
 
 async fn write_sidecar(path: &Path, etag: &str) -> Result<(), BlobError> {
-    tokio::fs::write(sidecar(path), etag)
-        .await
-        .map_err(BlobError::backend)
+    tokio::fs::write(sidecar(path), etag).await.map_err(BlobError::backend)
 }
 
 async fn read_upload_key(dir: &Path) -> Result<Option<String>, BlobError> {
@@ -315,9 +287,7 @@ async fn meta_of(path: &Path, key: &str) -> Result<Option<ObjectMeta>, BlobError
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(BlobError::backend(err)),
     };
-    let etag = tokio::fs::read_to_string(sidecar(path))
-        .await
-        .unwrap_or_default();
+    let etag = tokio::fs::read_to_string(sidecar(path)).await.unwrap_or_default();
     Ok(Some(ObjectMeta {
         key: key.to_owned(),
         size: metadata.len(),
@@ -335,28 +305,13 @@ impl Blobs for LocalBlobs {
         &self.inner.bucket
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        _content_type: Option<&str>,
-    ) -> Result<ObjectMeta, BlobError> {
-        self.put_stream(
-            key,
-            futures::stream::iter([Ok::<_, std::convert::Infallible>(body)]),
-        )
-        .await
+    async fn put(&self, key: &str, body: Bytes, _content_type: Option<&str>) -> Result<ObjectMeta, BlobError> {
+        self.put_stream(key, futures::stream::iter([Ok::<_, std::convert::Infallible>(body)]))
+            .await
     }
 
-    async fn put_file(
-        &self,
-        key: &str,
-        path: &Path,
-        _content_type: Option<&str>,
-    ) -> Result<ObjectMeta, BlobError> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(BlobError::backend)?;
+    async fn put_file(&self, key: &str, path: &Path, _content_type: Option<&str>) -> Result<ObjectMeta, BlobError> {
+        let file = tokio::fs::File::open(path).await.map_err(BlobError::backend)?;
         self.put_stream(key, tokio_util_stream(file)).await
     }
 
@@ -408,17 +363,11 @@ impl Blobs for LocalBlobs {
         self.signed_url(&Method::PUT, key, &[], ttl)
     }
 
-    async fn create_multipart(
-        &self,
-        key: &str,
-        _content_type: Option<&str>,
-    ) -> Result<String, BlobError> {
+    async fn create_multipart(&self, key: &str, _content_type: Option<&str>) -> Result<String, BlobError> {
         validate_key(key)?;
         let upload_id = uuid::Uuid::new_v4().to_string();
         let dir = self.upload_dir(&upload_id)?;
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(BlobError::backend)?;
+        tokio::fs::create_dir_all(&dir).await.map_err(BlobError::backend)?;
         tokio::fs::write(dir.join("key"), key)
             .await
             .map_err(BlobError::backend)?;
@@ -468,10 +417,7 @@ impl Blobs for LocalBlobs {
         if parts.is_empty() {
             return Err(BlobError::InvalidParts("name at least one part".into()));
         }
-        if parts
-            .windows(2)
-            .any(|pair| pair[0].part_number >= pair[1].part_number)
-        {
+        if parts.windows(2).any(|pair| pair[0].part_number >= pair[1].part_number) {
             return Err(BlobError::InvalidParts(
                 "parts must be listed in ascending order".into(),
             ));
@@ -505,32 +451,18 @@ impl Blobs for LocalBlobs {
         let mut size = 0u64;
         let mut digest = Sha256::new();
         for (path, part) in files.iter().zip(parts) {
-            let mut input = tokio::fs::File::open(path)
-                .await
-                .map_err(BlobError::backend)?;
+            let mut input = tokio::fs::File::open(path).await.map_err(BlobError::backend)?;
             size += tokio::io::copy(&mut input, &mut out)
                 .await
                 .map_err(BlobError::backend)?;
             digest.update(part.etag.trim_matches('"').as_bytes());
         }
         out.sync_all().await.map_err(BlobError::backend)?;
-        let etag = quoted(&format!(
-            "{}-{}",
-            &hex::encode(digest.finalize())[..32],
-            parts.len()
-        ));
+        let etag = quoted(&format!("{}-{}", &hex::encode(digest.finalize())[..32], parts.len()));
         let meta = self
-            .commit(
-                temp,
-                key,
-                size,
-                etag,
-                "ObjectCreated:CompleteMultipartUpload",
-            )
+            .commit(temp, key, size, etag, "ObjectCreated:CompleteMultipartUpload")
             .await?;
-        tokio::fs::remove_dir_all(&dir)
-            .await
-            .map_err(BlobError::backend)?;
+        tokio::fs::remove_dir_all(&dir).await.map_err(BlobError::backend)?;
         Ok(meta)
     }
 
@@ -539,9 +471,7 @@ impl Blobs for LocalBlobs {
         if read_upload_key(&dir).await?.as_deref() != Some(key) {
             return Err(BlobError::NoSuchUpload(upload_id.to_owned()));
         }
-        tokio::fs::remove_dir_all(&dir)
-            .await
-            .map_err(BlobError::backend)
+        tokio::fs::remove_dir_all(&dir).await.map_err(BlobError::backend)
     }
 }
 
@@ -618,12 +548,7 @@ type Buckets = Arc<HashMap<String, LocalBlobs>>;
 /// Routes that serve the local buckets' signed URLs: `GET`/`HEAD` (with ranges) and `PUT` of objects
 /// and multipart parts under [`BLOB_ROUTE_PREFIX`].
 pub fn blob_routes(buckets: impl IntoIterator<Item = LocalBlobs>) -> Router {
-    let buckets: Buckets = Arc::new(
-        buckets
-            .into_iter()
-            .map(|b| (b.inner.bucket.clone(), b))
-            .collect(),
-    );
+    let buckets: Buckets = Arc::new(buckets.into_iter().map(|b| (b.inner.bucket.clone(), b)).collect());
     Router::new()
         .route(
             &format!("{BLOB_ROUTE_PREFIX}/{{bucket}}/{{*key}}"),
@@ -632,12 +557,7 @@ pub fn blob_routes(buckets: impl IntoIterator<Item = LocalBlobs>) -> Router {
         .with_state(buckets)
 }
 
-fn verify(
-    blobs: &LocalBlobs,
-    method: &Method,
-    key: &str,
-    query: &SignedQuery,
-) -> Result<(), ApiError> {
+fn verify(blobs: &LocalBlobs, method: &Method, key: &str, query: &SignedQuery) -> Result<(), ApiError> {
     let path = format!("{BLOB_ROUTE_PREFIX}/{}/{key}", blobs.inner.bucket);
     let part = query.part_number.map(|n| n.to_string());
     let params: Vec<(&str, &str)> = match (&part, &query.upload_id) {
@@ -666,9 +586,7 @@ fn verify(
 }
 
 fn bucket<'a>(buckets: &'a Buckets, name: &str) -> Result<&'a LocalBlobs, ApiError> {
-    buckets
-        .get(name)
-        .ok_or_else(|| ApiError::not_found("no such bucket"))
+    buckets.get(name).ok_or_else(|| ApiError::not_found("no such bucket"))
 }
 
 async fn serve_object(
@@ -692,10 +610,9 @@ async fn serve_object(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .map(Body::new);
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=60"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=60"));
     Ok(response)
 }
 

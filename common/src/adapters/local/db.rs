@@ -58,8 +58,7 @@ impl LocalDb {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, rusqlite::Error> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            std::fs::create_dir_all(dir).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         }
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -95,10 +94,7 @@ impl LocalDb {
     /// A wake-up shared by every handle on the queue `name`, so that long polls return as soon as a
     /// message is sent in this process.
     pub(crate) fn wakeup(&self, name: &str) -> Arc<Notify> {
-        let mut wakeups = self
-            .wakeups
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut wakeups = self.wakeups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         wakeups.entry(name.to_owned()).or_default().clone()
     }
 }

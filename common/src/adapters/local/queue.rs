@@ -74,21 +74,15 @@ impl LocalQueue {
         let name = self.name.clone();
         self.db
             .call(move |conn| {
-                let count: i64 = conn.query_row(
-                    "SELECT COUNT(*) FROM messages WHERE queue = ?1",
-                    [name],
-                    |row| row.get(0),
-                )?;
+                let count: i64 = conn.query_row("SELECT COUNT(*) FROM messages WHERE queue = ?1", [name], |row| {
+                    row.get(0)
+                })?;
                 Ok(u64::try_from(count).unwrap_or(0))
             })
             .await
     }
 
-    async fn receive_now(
-        &self,
-        max: u32,
-        visibility: Duration,
-    ) -> Result<(Vec<Received>, Option<i64>), QueueError> {
+    async fn receive_now(&self, max: u32, visibility: Duration) -> Result<(Vec<Received>, Option<i64>), QueueError> {
         let name = self.name.clone();
         let dead_letter = self.dead_letter.clone();
         let moved_to = dead_letter.as_ref().map(|(name, _)| name.clone());
@@ -137,8 +131,7 @@ impl LocalQueue {
         let (delivered, next_visible, moved) = result;
         if moved > 0 {
             tracing::warn!(queue = %self.name, moved, "messages moved to the dead-letter queue");
-            metrics::counter!("streamgate_dead_lettered_total", "queue" => self.name.clone())
-                .increment(moved as u64);
+            metrics::counter!("streamgate_dead_lettered_total", "queue" => self.name.clone()).increment(moved as u64);
             if let Some(dlq) = moved_to {
                 self.db.wakeup(&dlq).notify_waiters();
             }
@@ -171,12 +164,7 @@ impl Queue for LocalQueue {
         Ok(())
     }
 
-    async fn receive(
-        &self,
-        max: u32,
-        visibility: Duration,
-        wait: Duration,
-    ) -> Result<Vec<Received>, QueueError> {
+    async fn receive(&self, max: u32, visibility: Duration, wait: Duration) -> Result<Vec<Received>, QueueError> {
         let max = max.clamp(1, 10);
         let deadline = tokio::time::Instant::now() + wait;
         let wakeup = self.db.wakeup(&self.name);
@@ -203,11 +191,7 @@ impl Queue for LocalQueue {
         let receipt = receipt.to_owned();
         let deleted = self
             .db
-            .call(move |conn| {
-                Ok::<_, QueueError>(
-                    conn.execute("DELETE FROM messages WHERE receipt = ?1", [receipt])?,
-                )
-            })
+            .call(move |conn| Ok::<_, QueueError>(conn.execute("DELETE FROM messages WHERE receipt = ?1", [receipt])?))
             .await?;
         if deleted == 0 {
             Err(QueueError::InvalidReceipt)

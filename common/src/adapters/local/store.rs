@@ -43,13 +43,9 @@ const COLUMNS: &str = "pk, sk, attrs, gsi1pk, gsi1sk, expires_at";
 
 fn read_item(row: &Row<'_>) -> rusqlite::Result<Item> {
     let attrs: String = row.get(2)?;
-    let attrs: Map<String, Value> = serde_json::from_str(&attrs).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e))
-    })?;
-    let index = match (
-        row.get::<_, Option<String>>(3)?,
-        row.get::<_, Option<String>>(4)?,
-    ) {
+    let attrs: Map<String, Value> = serde_json::from_str(&attrs)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, Box::new(e)))?;
+    let index = match (row.get::<_, Option<String>>(3)?, row.get::<_, Option<String>>(4)?) {
         (Some(pk), Some(sk)) => Some((pk, sk)),
         _ => None,
     };
@@ -78,9 +74,7 @@ fn check(condition: Option<&Condition>, existing: Option<&Item>) -> Result<(), S
         None => true,
         Some(Condition::NotExists) => existing.is_none(),
         Some(Condition::Exists) => existing.is_some(),
-        Some(Condition::Equals(name, value)) => {
-            existing.and_then(|item| item.attrs.get(name)) == Some(value)
-        }
+        Some(Condition::Equals(name, value)) => existing.and_then(|item| item.attrs.get(name)) == Some(value),
     };
     if holds {
         Ok(())
@@ -90,8 +84,7 @@ fn check(condition: Option<&Condition>, existing: Option<&Item>) -> Result<(), S
 }
 
 fn write(tx: &Transaction<'_>, item: &Item) -> Result<(), StoreError> {
-    let attrs =
-        serde_json::to_string(&item.attrs).map_err(|e| StoreError::InvalidItem(e.to_string()))?;
+    let attrs = serde_json::to_string(&item.attrs).map_err(|e| StoreError::InvalidItem(e.to_string()))?;
     let (ipk, isk) = item.index.clone().unzip();
     tx.execute(
         &format!("INSERT OR REPLACE INTO items ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
@@ -122,13 +115,9 @@ impl Store for LocalStore {
         item.validate()?;
         self.db
             .call(move |conn| {
-                let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 if condition.is_some() {
-                    check(
-                        condition.as_ref(),
-                        current(&tx, &item.pk, &item.sk)?.as_ref(),
-                    )?;
+                    check(condition.as_ref(), current(&tx, &item.pk, &item.sk)?.as_ref())?;
                 }
                 write(&tx, &item)?;
                 tx.commit()?;
@@ -137,24 +126,15 @@ impl Store for LocalStore {
             .await
     }
 
-    async fn delete(
-        &self,
-        pk: &str,
-        sk: &str,
-        condition: Option<Condition>,
-    ) -> Result<(), StoreError> {
+    async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError> {
         let (pk, sk) = (pk.to_owned(), sk.to_owned());
         self.db
             .call(move |conn| {
-                let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 if condition.is_some() {
                     check(condition.as_ref(), current(&tx, &pk, &sk)?.as_ref())?;
                 }
-                tx.execute(
-                    "DELETE FROM items WHERE pk = ?1 AND sk = ?2",
-                    params![pk, sk],
-                )?;
+                tx.execute("DELETE FROM items WHERE pk = ?1 AND sk = ?2", params![pk, sk])?;
                 tx.commit()?;
                 Ok(())
             })
@@ -167,20 +147,19 @@ impl Store for LocalStore {
         let attr = attr.to_owned();
         self.db
             .call(move |conn| {
-                let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 if let Some(existing) = current(&tx, &item.pk, &item.sk)? {
                     item = existing;
                 }
                 let value = match item.attrs.get(&attr) {
                     None => 0,
-                    Some(value) => value.as_i64().ok_or_else(|| {
-                        StoreError::InvalidItem(format!("attribute {attr:?} is not an integer"))
-                    })?,
+                    Some(value) => value
+                        .as_i64()
+                        .ok_or_else(|| StoreError::InvalidItem(format!("attribute {attr:?} is not an integer")))?,
                 };
-                let value = value.checked_add(by).ok_or_else(|| {
-                    StoreError::InvalidItem(format!("attribute {attr:?} would overflow"))
-                })?;
+                let value = value
+                    .checked_add(by)
+                    .ok_or_else(|| StoreError::InvalidItem(format!("attribute {attr:?} would overflow")))?;
                 item.attrs.insert(attr, value.into());
                 write(&tx, &item)?;
                 tx.commit()?;
@@ -194,11 +173,7 @@ impl Store for LocalStore {
         self.db
             .call(move |conn| {
                 let prefix = query.sk_prefix.clone().unwrap_or_default();
-                let (cmp, order) = if query.descending {
-                    ("<", "DESC")
-                } else {
-                    (">", "ASC")
-                };
+                let (cmp, order) = if query.descending { ("<", "DESC") } else { (">", "ASC") };
                 let after = query.cursor.as_ref().map(|c| c.sk.clone());
                 let sql = format!(
                     "SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk >= ?2 AND sk < ?3 \
@@ -244,7 +219,16 @@ impl Store for LocalStore {
                 let mut statement = conn.prepare_cached(&sql)?;
                 let items = statement
                     .query_map(
-                        params![index_pk, prefix, prefix_end(&prefix), now_unix(), a_isk, a_pk, a_sk, limit],
+                        params![
+                            index_pk,
+                            prefix,
+                            prefix_end(&prefix),
+                            now_unix(),
+                            a_isk,
+                            a_pk,
+                            a_sk,
+                            limit
+                        ],
                         read_item,
                     )?
                     .collect::<Result<Vec<_>, _>>()?;

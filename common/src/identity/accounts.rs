@@ -1,0 +1,154 @@
+//! Accounts and their linked wallets. A wallet belongs to one account at most (a conditional write on
+//! the wallet's own item); an account lists its wallets under its partition.
+
+use std::sync::Arc;
+
+use alloy_primitives::Address;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Condition, Item, Query, Store, StoreError};
+
+/// An account's id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccountId(pub String);
+
+impl AccountId {
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().simple().to_string())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("the wallet is linked to another account")]
+    WalletTaken,
+    #[error("the wallet is not linked to this account")]
+    NotLinked,
+    #[error("an account keeps at least one wallet")]
+    LastWallet,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WalletLink {
+    account: AccountId,
+    address: String,
+    linked_at: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub struct Accounts {
+    store: Arc<dyn Store>,
+}
+
+fn wallet_pk(address: &Address) -> String {
+    format!("wallet#{}", address.to_checksum(None))
+}
+
+fn account_pk(account: &AccountId) -> String {
+    format!("account#{}", account.0)
+}
+
+impl Accounts {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// The account `address` belongs to, if any.
+    pub async fn account_of(&self, address: &Address) -> Result<Option<AccountId>, StoreError> {
+        match self.store.get(&wallet_pk(address), "link").await? {
+            Some(item) => Ok(Some(item.record::<WalletLink>()?.account)),
+            None => Ok(None),
+        }
+    }
+
+    /// The account of `address`, created with it as first wallet when it has none.
+    pub async fn sign_in(&self, address: &Address) -> Result<AccountId, AccountError> {
+        if let Some(account) = self.account_of(address).await? {
+            return Ok(account);
+        }
+        let account = AccountId::generate();
+        match self.link(&account, address).await {
+            Ok(()) => Ok(account),
+            // A concurrent first sign-in of the same wallet won: use its account.
+            Err(AccountError::WalletTaken) => self.account_of(address).await?.ok_or(AccountError::WalletTaken),
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Links `address` to `account`; refused when it belongs to another account. Linking a wallet
+    /// already on this account succeeds.
+    pub async fn link(&self, account: &AccountId, address: &Address) -> Result<(), AccountError> {
+        let link = WalletLink {
+            account: account.clone(),
+            address: address.to_checksum(None),
+            linked_at: Utc::now(),
+        };
+        match self
+            .store
+            .put(
+                Item::from_record(wallet_pk(address), "link", &link)?,
+                Some(Condition::NotExists),
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed) => {
+                return match self.account_of(address).await? {
+                    Some(owner) if &owner == account => Ok(()),
+                    _ => Err(AccountError::WalletTaken),
+                };
+            }
+            Err(other) => return Err(other.into()),
+        }
+        let listed = Item::from_record(account_pk(account), wallet_pk(address), &link)?;
+        self.store.put(listed, None).await?;
+        Ok(())
+    }
+
+    /// The account's wallets, in the order of their addresses.
+    pub async fn wallets(&self, account: &AccountId) -> Result<Vec<Address>, StoreError> {
+        let page = self
+            .store
+            .query(
+                &account_pk(account),
+                Query {
+                    limit: Some(1000),
+                    ..Query::prefix("wallet#")
+                },
+            )
+            .await?;
+        page.items
+            .iter()
+            .map(|item| {
+                let link: WalletLink = item.record()?;
+                link.address
+                    .parse()
+                    .map_err(|_| StoreError::InvalidItem("a stored address does not parse".into()))
+            })
+            .collect()
+    }
+
+    /// Unlinks `address` from `account`. The last wallet stays: an account without wallets could never
+    /// sign in again.
+    pub async fn unlink(&self, account: &AccountId, address: &Address) -> Result<(), AccountError> {
+        if self.account_of(address).await?.as_ref() != Some(account) {
+            return Err(AccountError::NotLinked);
+        }
+        if self.wallets(account).await?.len() <= 1 {
+            return Err(AccountError::LastWallet);
+        }
+        self.store
+            .delete(&account_pk(account), &wallet_pk(address), None)
+            .await?;
+        let owned = Condition::Equals("account".into(), serde_json::Value::String(account.0.clone()));
+        match self.store.delete(&wallet_pk(address), "link", Some(owned)).await {
+            Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Session tokens: PASETO v4.public (Ed25519) naming the account, the wallet that signed in and the
+//! account's wallets, short-lived, refused after logout (a revocation item in `Store` that lives as long
+//! as the token). Keys are PASERK strings (`k4.secret.…`); tokens signed with the previous key are still
+//! accepted, so keys rotate without signing everyone out.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use alloy_primitives::Address;
+use chrono::{DateTime, Duration, Utc};
+use pasetors::claims::{Claims, ClaimsValidationRules};
+use pasetors::keys::{AsymmetricKeyPair, AsymmetricPublicKey, AsymmetricSecretKey, Generate};
+use pasetors::paserk::FormatAsPaserk;
+use pasetors::token::UntrustedToken;
+use pasetors::version4::V4;
+use pasetors::{Public, public};
+
+use super::accounts::AccountId;
+use crate::store::{Item, Store, StoreError};
+
+const ISSUER: &str = "streamgate";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the token is not valid")]
+    Invalid,
+    #[error("the session has ended")]
+    Revoked,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct KeyError(String);
+
+/// The key that signs new tokens and the keys that verify them.
+#[derive(Clone)]
+pub struct SessionKeys {
+    secret: Arc<AsymmetricSecretKey<V4>>,
+    verifying: Arc<Vec<AsymmetricPublicKey<V4>>>,
+}
+
+impl std::fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKeys(..)")
+    }
+}
+
+impl SessionKeys {
+    /// Keys from PASERK `k4.secret.` strings: the current one, and optionally the one before it.
+    pub fn from_paserk(current: &str, previous: Option<&str>) -> Result<Self, KeyError> {
+        let parse = |text: &str| {
+            AsymmetricSecretKey::<V4>::try_from(text.trim())
+                .map_err(|_| KeyError("a session key is not a k4.secret PASERK".into()))
+        };
+        let secret = parse(current)?;
+        let mut verifying = vec![public_of(&secret)?];
+        if let Some(previous) = previous {
+            verifying.push(public_of(&parse(previous)?)?);
+        }
+        Ok(Self {
+            secret: Arc::new(secret),
+            verifying: Arc::new(verifying),
+        })
+    }
+
+    /// Reads the key kept at `path`, creating it (mode 0600) on first use.
+    pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::from_paserk(&text, None),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                let pair =
+                    AsymmetricKeyPair::<V4>::generate().map_err(|e| KeyError(format!("cannot generate a key: {e}")))?;
+                let mut text = String::new();
+                pair.secret.fmt(&mut text).map_err(|e| KeyError(e.to_string()))?;
+                crate::signing::write_secret_file(path, text.as_bytes())
+                    .map_err(|e| KeyError(format!("cannot write {}: {e}", path.display())))?;
+                Self::from_paserk(&text, None)
+            }
+            Err(err) => Err(KeyError(format!("cannot read {}: {err}", path.display()))),
+        }
+    }
+
+    /// A fresh key as a PASERK string, for operators to put in their secret store.
+    pub fn generate_paserk() -> Result<String, KeyError> {
+        let pair = AsymmetricKeyPair::<V4>::generate().map_err(|e| KeyError(e.to_string()))?;
+        let mut text = String::new();
+        pair.secret.fmt(&mut text).map_err(|e| KeyError(e.to_string()))?;
+        Ok(text)
+    }
+}
+
+fn public_of(secret: &AsymmetricSecretKey<V4>) -> Result<AsymmetricPublicKey<V4>, KeyError> {
+    AsymmetricPublicKey::<V4>::try_from(secret).map_err(|_| KeyError("a session key is malformed".into()))
+}
+
+/// A verified session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub account: AccountId,
+    /// The wallet that signed in.
+    pub address: Address,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub struct Sessions {
+    keys: SessionKeys,
+    store: Arc<dyn Store>,
+    ttl: Duration,
+}
+
+fn revoked_pk(id: &str) -> String {
+    format!("revoked#{id}")
+}
+
+impl Sessions {
+    pub fn new(keys: SessionKeys, store: Arc<dyn Store>, ttl: Duration) -> Self {
+        Self { keys, store, ttl }
+    }
+
+    /// Signs a token for `account`, signed in with `address`, listing its `wallets`.
+    pub fn issue(
+        &self,
+        account: &AccountId,
+        address: &Address,
+        wallets: &[Address],
+    ) -> Result<(String, DateTime<Utc>), SessionError> {
+        let ttl = self.ttl.to_std().map_err(|_| SessionError::Invalid)?;
+        let mut claims = Claims::new_expires_in(&ttl).map_err(|_| SessionError::Invalid)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        claims.issuer(ISSUER).map_err(|_| SessionError::Invalid)?;
+        claims.subject(&account.0).map_err(|_| SessionError::Invalid)?;
+        claims.token_identifier(&id).map_err(|_| SessionError::Invalid)?;
+        claims
+            .add_additional("address", address.to_checksum(None))
+            .map_err(|_| SessionError::Invalid)?;
+        let wallets: Vec<String> = wallets.iter().map(|w| w.to_checksum(None)).collect();
+        claims
+            .add_additional("wallets", wallets)
+            .map_err(|_| SessionError::Invalid)?;
+        let expires_at = claims
+            .get_claim("exp")
+            .and_then(|v| v.as_str())
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or(SessionError::Invalid)?;
+        let token = public::sign(&self.keys.secret, &claims, None, None).map_err(|_| SessionError::Invalid)?;
+        Ok((token, expires_at))
+    }
+
+    /// Checks a token's signature (current or previous key), expiry and revocation.
+    pub async fn verify(&self, token: &str) -> Result<Session, SessionError> {
+        if token.len() > 4096 {
+            return Err(SessionError::Invalid);
+        }
+        let untrusted = UntrustedToken::<Public, V4>::try_from(token).map_err(|_| SessionError::Invalid)?;
+        let mut rules = ClaimsValidationRules::new();
+        rules.validate_issuer_with(ISSUER);
+        let trusted = self
+            .keys
+            .verifying
+            .iter()
+            .find_map(|key| public::verify(key, &untrusted, &rules, None, None).ok())
+            .ok_or(SessionError::Invalid)?;
+        let claims = trusted.payload_claims().ok_or(SessionError::Invalid)?;
+        let text = |name: &str| {
+            claims
+                .get_claim(name)
+                .and_then(|v| v.as_str())
+                .ok_or(SessionError::Invalid)
+        };
+        let session = Session {
+            id: text("jti")?.to_owned(),
+            account: AccountId(text("sub")?.to_owned()),
+            address: text("address")?.parse().map_err(|_| SessionError::Invalid)?,
+            expires_at: DateTime::parse_from_rfc3339(text("exp")?)
+                .map_err(|_| SessionError::Invalid)?
+                .with_timezone(&Utc),
+        };
+        if self.store.get(&revoked_pk(&session.id), "revoked").await?.is_some() {
+            return Err(SessionError::Revoked);
+        }
+        Ok(session)
+    }
+
+    /// Ends a session: its token is refused from now until it would have expired anyway.
+    pub async fn revoke(&self, session: &Session) -> Result<(), StoreError> {
+        let item = Item::new(revoked_pk(&session.id), "revoked").expiring_at(session.expires_at.timestamp() + 1);
+        self.store.put(item, None).await
+    }
+}
+
+impl SessionKeys {
+    /// The keys a deployment configured (`STREAMGATE_SESSION_KEY`, `STREAMGATE_SESSION_PREVIOUS_KEY`), or
+    /// with the embedded backend, the key kept in the data dir.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, KeyError> {
+        match &config.session_key {
+            Some(current) => Self::from_paserk(
+                current.expose(),
+                config.session_previous_key.as_ref().map(|k| k.expose()),
+            ),
+            None if config.backend == crate::config::Backend::Local => {
+                Self::load_or_create(&config.data_dir.join("keys/session.paserk"))
+            }
+            None => Err(KeyError(
+                "STREAMGATE_SESSION_KEY is required with the aws backend".into(),
+            )),
+        }
+    }
+}
