@@ -206,3 +206,18 @@ def lambda_function(tmp_path):
         process.proc.kill()
         process.proc.wait()
         api.close()
+
+
+@pytest.fixture
+def local_server(tmp_path):
+    """Starts streamgate-local on a free port with a fresh data dir; yields its base URL."""
+    env = base_env(tmp_path) | {"STREAMGATE_ADDR": "127.0.0.1:0", "RUST_LOG": "warn"}
+    process = Process([str(binary("streamgate-local"))], env)
+    deadline = time.monotonic() + 30
+    while not process.stdout_lines:
+        if not process.alive() or time.monotonic() > deadline:
+            pytest.fail(f"streamgate-local did not start: {process.stderr()}")
+        time.sleep(0.02)
+    url = process.stdout_lines[0].strip().rsplit(" ", 1)[-1]
+    yield url
+    assert process.terminate() == 0
