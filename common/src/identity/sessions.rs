@@ -211,3 +211,95 @@ impl SessionKeys {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::{LocalDb, LocalStore};
+
+    fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        Arc::new(LocalStore::new(LocalDb::open(&dir.path().join("db")).expect("db")))
+    }
+
+    fn address() -> Address {
+        "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A".parse().expect("address")
+    }
+
+    #[tokio::test]
+    async fn keys_rotate_without_signing_everyone_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (old, new, newer) = (
+            SessionKeys::generate_paserk().expect("key"),
+            SessionKeys::generate_paserk().expect("key"),
+            SessionKeys::generate_paserk().expect("key"),
+        );
+        let sessions = |current: &str, previous: Option<&str>| {
+            Sessions::new(
+                SessionKeys::from_paserk(current, previous).expect("keys"),
+                store(&dir),
+                Duration::hours(1),
+            )
+        };
+        let account = AccountId::generate();
+        let (token, _) = sessions(&old, None)
+            .issue(&account, &address(), &[address()])
+            .expect("issue");
+
+        let session = sessions(&new, Some(&old))
+            .verify(&token)
+            .await
+            .expect("the previous key still verifies");
+        assert_eq!((session.account, session.address), (account, address()));
+        assert!(matches!(
+            sessions(&newer, Some(&new)).verify(&token).await,
+            Err(SessionError::Invalid)
+        ));
+        assert!(matches!(
+            sessions(&new, None).verify(&token).await,
+            Err(SessionError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn refuses_revoked_expired_and_altered_tokens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = SessionKeys::generate_paserk().expect("key");
+        let keys = SessionKeys::from_paserk(&key, None).expect("keys");
+        let sessions = Sessions::new(keys.clone(), store(&dir), Duration::hours(1));
+        let (token, _) = sessions.issue(&AccountId::generate(), &address(), &[]).expect("issue");
+        let session = sessions.verify(&token).await.expect("valid");
+
+        let mut altered = token.clone().into_bytes();
+        let last = altered.len() - 5;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).expect("ascii");
+        assert!(matches!(sessions.verify(&altered).await, Err(SessionError::Invalid)));
+
+        sessions.revoke(&session).await.expect("revoke");
+        assert!(matches!(sessions.verify(&token).await, Err(SessionError::Revoked)));
+
+        let short = Sessions::new(keys, store(&dir), Duration::seconds(1));
+        let (token, _) = short.issue(&AccountId::generate(), &address(), &[]).expect("issue");
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        assert!(matches!(short.verify(&token).await, Err(SessionError::Invalid)));
+    }
+
+    #[test]
+    fn the_local_key_is_created_once_and_kept_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keys/session.paserk");
+        SessionKeys::load_or_create(&path).expect("create");
+        let first = std::fs::read_to_string(&path).expect("read");
+        SessionKeys::load_or_create(&path).expect("load");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), first);
+        assert!(first.starts_with("k4.secret."));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+}
