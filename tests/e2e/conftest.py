@@ -208,16 +208,66 @@ def lambda_function(tmp_path):
         api.close()
 
 
+CONTRACTS = ROOT / "tests" / "contracts"
+ANVIL = CONTRACTS / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+
+
 @pytest.fixture
-def local_server(tmp_path):
-    """Starts streamgate-local on a free port with a fresh data dir; yields its base URL."""
-    env = base_env(tmp_path) | {"STREAMGATE_ADDR": "127.0.0.1:0", "RUST_LOG": "warn"}
-    process = Process([str(binary("streamgate-local"))], env)
-    deadline = time.monotonic() + 30
-    while not process.stdout_lines:
-        if not process.alive() or time.monotonic() > deadline:
-            pytest.fail(f"streamgate-local did not start: {process.stderr()}")
-        time.sleep(0.02)
-    url = process.stdout_lines[0].strip().rsplit(" ", 1)[-1]
-    yield url
-    assert process.terminate() == 0
+def start_local(tmp_path):
+    """Starts streamgate-local on a free port with a fresh data dir and extra environment; returns its
+    base URL and process."""
+    started: list[Process] = []
+
+    def start(extra_env: dict | None = None) -> tuple[str, Process]:
+        env = base_env(tmp_path / f"local{len(started)}") | {"STREAMGATE_ADDR": "127.0.0.1:0", "RUST_LOG": "warn"}
+        env |= extra_env or {}
+        process = Process([str(binary("streamgate-local"))], env)
+        started.append(process)
+        deadline = time.monotonic() + 30
+        while not process.stdout_lines:
+            if not process.alive() or time.monotonic() > deadline:
+                pytest.fail(f"streamgate-local did not start: {process.stderr()}")
+            time.sleep(0.02)
+        return process.stdout_lines[0].strip().rsplit(" ", 1)[-1], process
+
+    yield start
+    for process in started:
+        assert process.terminate() == 0
+
+
+@pytest.fixture
+def local_server(start_local):
+    """streamgate-local with the default configuration; yields its base URL."""
+    url, _ = start_local()
+    return url
+
+
+@pytest.fixture
+def anvil():
+    """A local EVM chain (anvil, chain id 31337); yields its RPC URL and process."""
+    if not ANVIL.exists():
+        pytest.fail(f"{ANVIL} is missing: run tests/setup")
+    port = free_port()
+    process = subprocess.Popen([str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            answer = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}, timeout=1)
+            if answer.ok:
+                break
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail("anvil did not start")
+        time.sleep(0.05)
+    yield url, process
+    process.kill()
+    process.wait()
+
+
+def contract_artefact(name: str) -> dict:
+    path = CONTRACTS / "build" / f"{name}.json"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run tests/setup")
+    return json.loads(path.read_text())

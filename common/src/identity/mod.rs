@@ -7,6 +7,7 @@ pub mod sessions;
 pub mod siwe;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use alloy_primitives::Address;
 use axum::extract::{FromRef, FromRequestParts};
@@ -19,6 +20,7 @@ use self::accounts::{AccountError, AccountId, Accounts};
 use self::nonces::{NonceError, Nonces};
 use self::sessions::{Session, SessionError, Sessions};
 use self::siwe::{Expectations, SignInError, SiweMessage, decode_signature, recover_signer};
+use crate::chains::rpc::{ChainError, ContractWallets};
 use crate::problem::ApiError;
 use crate::store::StoreError;
 
@@ -40,6 +42,8 @@ pub enum AuthError {
     Account(#[from] AccountError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
 }
 
 impl From<NonceError> for AuthError {
@@ -79,6 +83,15 @@ impl From<AuthError> for ApiError {
                 "an account keeps at least one wallet; link another first",
             ),
             AuthError::Account(AccountError::Store(store)) => ApiError::unavailable(&store),
+            AuthError::Chain(chain) => {
+                tracing::warn!(error = %chain, "a contract wallet's signature could not be checked");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "chain_unavailable",
+                    "the wallet's chain did not answer; try again shortly",
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+            }
         }
     }
 }
@@ -92,6 +105,8 @@ pub struct SignIn {
     /// The domain messages must name (`host[:port]`); their URI must be on it too.
     pub domain: String,
     pub chains: BTreeSet<u64>,
+    /// Checks signatures of contract wallets (EIP-1271) on the message's chain.
+    pub contract_wallets: Arc<dyn ContractWallets>,
     /// Tolerated clock difference.
     pub skew: chrono::Duration,
 }
@@ -125,8 +140,18 @@ impl SignIn {
         message.check(&expect)?;
         self.nonces.check(&message.nonce).await?;
         let signature = decode_signature(&signed.signature)?;
-        if recover_signer(&signed.message, &signature)? != message.address {
-            return Err(SignInError::InvalidSignature.into());
+        let signed_by_key =
+            signature.len() == 65 && recover_signer(&signed.message, &signature).ok() == Some(message.address);
+        if !signed_by_key {
+            // Not the address's own key: the address may be a contract wallet that vouches for it.
+            let hash = alloy_primitives::eip191_hash_message(&signed.message);
+            if !self
+                .contract_wallets
+                .is_valid_signature(message.chain_id, message.address, hash, &signature)
+                .await?
+            {
+                return Err(SignInError::InvalidSignature.into());
+            }
         }
         self.nonces.consume(&message.nonce).await?;
         Ok(message)

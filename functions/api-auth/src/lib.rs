@@ -1,12 +1,15 @@
 //! `api-auth`: Sign-In with Ethereum (EIP-4361), sessions and linked wallets (`/v1/auth/*`, `/v1/wallets`).
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
 use alloy_primitives::Address;
 use axum::extract::{FromRef, Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json as AxumJson, Router};
 use chrono::{DateTime, Utc};
+use common::chains::rpc::RpcChains;
 use common::config::Config;
 use common::identity::accounts::Accounts;
 use common::identity::nonces::Nonces;
@@ -38,6 +41,7 @@ impl AppState {
             sessions: Sessions::new(keys, ports.store.clone(), ttl(config.session_ttl)),
             domain,
             chains: config.chains.ids().collect(),
+            contract_wallets: Arc::new(RpcChains::new(&config.chains, std::time::Duration::from_secs(5))),
             skew: chrono::Duration::seconds(60),
         };
         Ok(Self { sign_in })

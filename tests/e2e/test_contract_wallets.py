@@ -1,0 +1,71 @@
+"""Contract wallets (EIP-1271) sign in: an OpenZeppelin-based wallet deployed on anvil vouches for its
+owner's signature, checked through `isValidSignature` on the message's chain."""
+
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+import requests
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from siwe import SiweMessage
+from web3 import Web3
+
+from conftest import contract_artefact
+
+# anvil's first development account (well known, funded on every anvil chain).
+DEPLOYER = Account.from_key("0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80")
+OWNER = Account.from_key("0x" + "0d" * 32)
+STRANGER = Account.from_key("0x" + "5e" * 32)
+
+
+def deploy_wallet(rpc_url: str, owner: str) -> str:
+    web3 = Web3(Web3.HTTPProvider(rpc_url))
+    artefact = contract_artefact("SignerWallet")
+    contract = web3.eth.contract(abi=artefact["abi"], bytecode=artefact["bytecode"])
+    transaction = contract.constructor(owner).build_transaction(
+        {"from": DEPLOYER.address, "nonce": web3.eth.get_transaction_count(DEPLOYER.address), "chainId": 31337}
+    )
+    signed = DEPLOYER.sign_transaction(transaction)
+    receipt = web3.eth.wait_for_transaction_receipt(web3.eth.send_raw_transaction(signed.raw_transaction))
+    assert receipt.status == 1
+    return receipt.contractAddress
+
+
+def signed_message(url: str, address: str, signer) -> dict:
+    nonce = requests.post(f"{url}/v1/auth/nonce", timeout=5).json()["nonce"]
+    text = SiweMessage(
+        domain=urlparse(url).netloc,
+        address=address,
+        uri=f"{url}/login",
+        version="1",
+        chain_id=31337,
+        nonce=nonce,
+        issued_at=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+    ).prepare_message()
+    signature = Account.sign_message(encode_defunct(text=text), signer.key).signature.hex()
+    return {"message": text, "signature": signature if signature.startswith("0x") else "0x" + signature}
+
+
+def test_contract_wallet_signs_in_with_its_owners_signature(anvil, start_local):
+    rpc_url, chain = anvil
+    wallet = deploy_wallet(rpc_url, OWNER.address)
+    url, _ = start_local({"STREAMGATE_RPC_31337": rpc_url})
+
+    answer = requests.post(f"{url}/v1/auth/verify", json=signed_message(url, wallet, OWNER), timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["address"] == wallet
+
+    refused = requests.post(f"{url}/v1/auth/verify", json=signed_message(url, wallet, STRANGER), timeout=10)
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "invalid_signature"
+
+    # An account without code is not a contract wallet: a stranger's signature stays invalid.
+    plain = requests.post(f"{url}/v1/auth/verify", json=signed_message(url, OWNER.address, STRANGER), timeout=10)
+    assert plain.json()["code"] == "invalid_signature"
+
+    # With the chain gone, a contract wallet's sign-in fails closed and says so.
+    chain.kill()
+    chain.wait()
+    down = requests.post(f"{url}/v1/auth/verify", json=signed_message(url, wallet, OWNER), timeout=30)
+    assert down.status_code == 503
+    assert down.json()["code"] == "chain_unavailable"
