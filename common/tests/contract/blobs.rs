@@ -5,6 +5,12 @@ use common::blobs::{BlobError, Blobs, CompletedPart};
 
 const MIB: usize = 1024 * 1024;
 
+/// A plain HTTP client, as a browser or player would use the signed URLs.
+fn http() -> reqwest::Client {
+    common::chains::rpc::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 fn pattern(len: usize, seed: u8) -> Bytes {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
@@ -94,7 +100,7 @@ async fn objects(blobs: &dyn Blobs) {
 }
 
 async fn signed_urls(blobs: &dyn Blobs, fidelity: Fidelity) {
-    let http = reqwest::Client::new();
+    let http = http();
     let body = pattern(4096, 3);
     blobs.put("signed/get", body.clone(), None).await.expect("put");
     let url = blobs
@@ -163,7 +169,7 @@ fn flip_last_signature_char(url: &str) -> String {
 }
 
 async fn multipart(blobs: &dyn Blobs, fidelity: Fidelity) {
-    let http = reqwest::Client::new();
+    let http = http();
     let key = "sources/multipart";
     let upload = blobs.create_multipart(key, Some("video/mp4")).await.expect("create");
     let first = pattern(5 * MIB, 4);
