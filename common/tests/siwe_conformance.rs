@@ -108,7 +108,7 @@ fn parsing_positive() {
             .and_then(Value::as_array)
             .map(|r| r.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        assert_eq!(parsed.resources, resources, "{name}");
+        assert_eq!(parsed.resources.clone().unwrap_or_default(), resources, "{name}");
         if let Some(scheme) = fields.get("scheme") {
             assert_eq!(parsed.scheme.as_deref(), scheme.as_str(), "{name}");
         }

@@ -48,7 +48,8 @@ pub struct SiweMessage {
     pub expiration_time: Option<Timestamp>,
     pub not_before: Option<Timestamp>,
     pub request_id: Option<String>,
-    pub resources: Vec<String>,
+    /// The `Resources:` section: `None` when absent, possibly empty when present.
+    pub resources: Option<Vec<String>>,
 }
 
 struct Lines<'a> {
@@ -146,6 +147,10 @@ impl SiweMessage {
         if chain.is_empty() || !chain.bytes().all(|b| b.is_ascii_digit()) {
             return fail(n, "the chain id must be digits");
         }
+        // One way to write each chain: a leading zero would make two texts of one message.
+        if chain.len() > 1 && chain.starts_with('0') {
+            return fail(n, "the chain id must not have leading zeros");
+        }
         let Ok(chain_id) = chain.parse::<u64>() else {
             return fail(n, "the chain id is too large");
         };
@@ -167,17 +172,19 @@ impl SiweMessage {
             Some((_, id)) => Some(id.to_owned()),
             None => None,
         };
-        let mut resources = Vec::new();
+        let mut resources = None;
         if let Some((n, rest)) = lines.tagged("Resources:") {
             if !rest.is_empty() {
                 return fail(n, "resources go on their own lines");
             }
+            let mut listed = Vec::new();
             while let Some((n, resource)) = lines.tagged("- ") {
                 if !is_uri(resource) {
                     return fail(n, "a resource is not an RFC 3986 URI");
                 }
-                resources.push(resource.to_owned());
+                listed.push(resource.to_owned());
             }
+            resources = Some(listed);
         }
         if let Some((n, _)) = lines.lines.next() {
             return fail(
@@ -240,9 +247,9 @@ impl SiweMessage {
                 text.push_str(value);
             }
         }
-        if !self.resources.is_empty() {
+        if let Some(resources) = &self.resources {
             text.push_str("\nResources:");
-            for resource in &self.resources {
+            for resource in resources {
                 text.push_str("\n- ");
                 text.push_str(resource);
             }
@@ -502,4 +509,46 @@ pub fn decode_signature(hex_text: &str) -> Result<Vec<u8>, SignInError> {
         return Err(SignInError::InvalidSignature);
     }
     hex::decode(digits).map_err(|_| SignInError::InvalidSignature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MESSAGE: &str = "app.streamgate.test wants you to sign in with your Ethereum account:\n\
+        0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A\n\nSign in\n\nURI: https://app.streamgate.test/login\n\
+        Version: 1\nChain ID: 8453\nNonce: Xk3v9QmP2rT8wZ1b\nIssued At: 2026-11-27T04:17:23.443Z";
+
+    #[test]
+    fn writes_back_what_it_parsed() {
+        let message = SiweMessage::parse(MESSAGE).expect("parses");
+        assert_eq!(message.chain_id, 8453);
+        assert_eq!(message.to_text(), MESSAGE);
+        // Found by fuzzing: an empty `Resources:` section is kept, not dropped.
+        let empty_section = format!("{MESSAGE}\nResources:");
+        assert_eq!(
+            SiweMessage::parse(&empty_section).expect("parses").to_text(),
+            empty_section
+        );
+    }
+
+    #[test]
+    fn refuses_what_would_have_two_texts() {
+        // Found by fuzzing: `0453` and `453` name one chain.
+        let padded = MESSAGE.replace("Chain ID: 8453", "Chain ID: 08453");
+        assert!(matches!(
+            SiweMessage::parse(&padded),
+            Err(ParseError::Grammar { line: 8, .. })
+        ));
+        for bad in [
+            MESSAGE.replace("Chain ID: 8453", "Chain ID: 99999999999999999999999"),
+            MESSAGE.replace("Version: 1", "Version: 2"),
+            format!("{MESSAGE}\n"),
+            format!("{MESSAGE}\nResources:\n"),
+            MESSAGE.replace('\n', "\r\n"),
+            MESSAGE.replace("Sign in\n", "Sign in\u{0}\n"),
+        ] {
+            assert!(SiweMessage::parse(&bad).is_err(), "{bad:?}");
+        }
+    }
 }
