@@ -100,8 +100,8 @@ pub struct Config {
     pub domain: Option<String>,
     /// Known chains and their RPC URLs (`STREAMGATE_RPC_<chainId>`).
     pub chains: Chains,
-    /// Session signing key, a PASERK `k4.secret.…` (`STREAMGATE_SESSION_KEY`); required with the aws
-    /// backend, kept in the data dir otherwise.
+    /// Session signing key, a PASERK `k4.secret.…` (`STREAMGATE_SESSION_KEY`); functions that sign or
+    /// check sessions require it with the aws backend, and keep one in the data dir otherwise.
     pub session_key: Option<Secret>,
     /// The key before the current one (`STREAMGATE_SESSION_PREVIOUS_KEY`): its tokens stay valid.
     pub session_previous_key: Option<Secret>,
@@ -207,12 +207,6 @@ impl Config {
         );
         let secret = |name: &str| get(name).map(Secret);
         let session_key = secret("STREAMGATE_SESSION_KEY");
-        if backend == Backend::Aws && session_key.is_none() {
-            return Err(ConfigError::Missing {
-                name: "STREAMGATE_SESSION_KEY",
-                because: "STREAMGATE_BACKEND=aws",
-            });
-        }
         let seconds = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
             match parse_num(name, get(name), default)? {
                 0 => Err(ConfigError::Invalid {
