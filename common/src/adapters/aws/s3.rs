@@ -33,6 +33,31 @@ impl S3Blobs {
     pub fn client(&self) -> &Client {
         &self.client
     }
+
+    async fn put_body(
+        &self,
+        key: &str,
+        body: ByteStream,
+        size: u64,
+        content_type: Option<&str>,
+    ) -> Result<ObjectMeta, BlobError> {
+        validate_key(key)?;
+        let output = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .set_content_type(content_type.map(str::to_owned))
+            .body(body)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(ObjectMeta {
+            key: key.to_owned(),
+            size,
+            etag: output.e_tag.unwrap_or_default(),
+        })
+    }
 }
 
 fn backend(err: impl std::error::Error) -> BlobError {
@@ -62,44 +87,15 @@ impl Blobs for S3Blobs {
     }
 
     async fn put(&self, key: &str, body: Bytes, content_type: Option<&str>) -> Result<ObjectMeta, BlobError> {
-        validate_key(key)?;
         let size = body.len() as u64;
-        let output = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_content_type(content_type.map(str::to_owned))
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(ObjectMeta {
-            key: key.to_owned(),
-            size,
-            etag: output.e_tag.unwrap_or_default(),
-        })
+        self.put_body(key, ByteStream::from(body), size, content_type).await
     }
 
     async fn put_file(&self, key: &str, path: &Path, content_type: Option<&str>) -> Result<ObjectMeta, BlobError> {
         validate_key(key)?;
         let size = tokio::fs::metadata(path).await.map_err(BlobError::backend)?.len();
         let body = ByteStream::from_path(path).await.map_err(backend)?;
-        let output = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_content_type(content_type.map(str::to_owned))
-            .body(body)
-            .send()
-            .await
-            .map_err(backend)?;
-        Ok(ObjectMeta {
-            key: key.to_owned(),
-            size,
-            etag: output.e_tag.unwrap_or_default(),
-        })
+        self.put_body(key, body, size, content_type).await
     }
 
     async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
