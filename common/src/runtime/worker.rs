@@ -142,6 +142,78 @@ impl QueueWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::local::{LocalDb, LocalQueue};
+    use crate::events::{Event, Trigger};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Counters {
+        running: AtomicUsize,
+        peak: AtomicUsize,
+        done: AtomicUsize,
+    }
+
+    struct Slow(Arc<Counters>);
+
+    #[async_trait::async_trait]
+    impl EventHandler for Slow {
+        fn trigger(&self) -> Trigger {
+            Trigger::Queue
+        }
+
+        async fn handle(&self, _: Event) -> Result<(), EventError> {
+            let now = self.0.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.0.peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            self.0.running.fetch_sub(1, Ordering::SeqCst);
+            self.0.done.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn workers_share_one_concurrency_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = LocalDb::open(&dir.path().join("db")).expect("db");
+        let counters = Arc::new(Counters::default());
+        let permits = Arc::new(Semaphore::new(3));
+        let (stop, stopped) = watch::channel(false);
+        let mut workers = Vec::new();
+        for name in ["a", "b"] {
+            let queue = LocalQueue::new(db.clone(), name);
+            queue
+                .send_batch(&vec!["{}".to_owned(); 12], Duration::ZERO)
+                .await
+                .expect("send");
+            let worker = Arc::new(QueueWorker {
+                name: name.into(),
+                queue: Arc::new(queue),
+                handler: Arc::new(Slow(counters.clone())),
+                visibility: Duration::from_secs(30),
+                retry: Retry::default(),
+            });
+            workers.push(tokio::spawn(worker.run(permits.clone(), stopped.clone())));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while counters.done.load(Ordering::SeqCst) < 24 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of 24 handled",
+                counters.done.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.send_replace(true);
+        for worker in workers {
+            worker.await.expect("worker");
+        }
+        assert_eq!(
+            counters.peak.load(Ordering::SeqCst),
+            3,
+            "the limit is reached and never passed"
+        );
+        assert_eq!(LocalQueue::new(db.clone(), "a").depth().await.expect("depth"), 0);
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {
