@@ -277,18 +277,14 @@ impl Config {
 
 /// `http://addr/`, with an unspecified address (0.0.0.0) shown as loopback.
 pub fn default_public_url(addr: SocketAddr) -> Url {
-    let host = if addr.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
+    let ip = if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
     } else {
-        addr.ip().to_string()
+        addr.ip()
     };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
-    Url::parse(&format!("http://{host}:{}/", addr.port())).unwrap_or_else(|_| unreachable_url())
-}
-
-fn unreachable_url() -> Url {
-    // A syntactically valid fallback; only reached if an IP address fails to format as a host.
-    Url::parse("http://127.0.0.1/").unwrap_or_else(|_| unreachable!("static URL parses"))
+    let shown = SocketAddr::new(ip, addr.port());
+    Url::parse(&format!("http://{shown}/"))
+        .unwrap_or_else(|_| unreachable!("a socket address is a valid URL authority"))
 }
 
 fn parse_num<T: std::str::FromStr>(name: &'static str, value: Option<String>, default: T) -> Result<T, ConfigError> {
@@ -334,6 +330,18 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Pretty);
         assert_eq!(config.max_attempts, 5);
         assert!(config.aws.is_none());
+    }
+
+    #[test]
+    fn public_urls_show_loopback_and_bracket_ipv6() {
+        assert_eq!(
+            default_public_url("0.0.0.0:9000".parse().expect("addr")).as_str(),
+            "http://127.0.0.1:9000/"
+        );
+        assert_eq!(
+            default_public_url("[::1]:9000".parse().expect("addr")).as_str(),
+            "http://[::1]:9000/"
+        );
     }
 
     #[test]
