@@ -120,8 +120,9 @@ pub struct SignedIn {
 }
 
 impl SignIn {
-    /// Checks a signed message in the order of EIP-4361's verification: grammar, domain, URI, chain,
-    /// nonce, times, signature; then uses up its nonce, so that a replay is refused.
+    /// Checks a signed message: grammar, domain, chain, URI, times, nonce, then the signature (EIP-191,
+    /// or EIP-1271 for contract wallets); then uses up its nonce, so that a replay is refused. Failed
+    /// attempts leave the nonce usable.
     pub async fn verify(&self, signed: &SignedMessage) -> Result<SiweMessage, AuthError> {
         let message = SiweMessage::parse(&signed.message).map_err(SignInError::Malformed)?;
         let expect = Expectations {
