@@ -98,20 +98,22 @@ struct SessionView {
     expires_at: DateTime<Utc>,
 }
 
-fn checksummed(addresses: Vec<Address>) -> Vec<String> {
-    addresses.into_iter().map(|a| a.to_checksum(None)).collect()
-}
-
-async fn session(State(state): State<AppState>, auth: Authenticated) -> Result<AxumJson<SessionView>, ApiError> {
+/// The account's wallets as EIP-55 strings.
+async fn wallets_of(state: &AppState, auth: &Authenticated) -> Result<Vec<String>, ApiError> {
     let wallets = state
         .sign_in
         .accounts
         .wallets(auth.account())
         .await
         .map_err(AuthError::from)?;
+    Ok(wallets.into_iter().map(|a| a.to_checksum(None)).collect())
+}
+
+async fn session(State(state): State<AppState>, auth: Authenticated) -> Result<AxumJson<SessionView>, ApiError> {
+    let wallets = wallets_of(&state, &auth).await?;
     Ok(AxumJson(SessionView {
         address: auth.0.address.to_checksum(None),
-        wallets: checksummed(wallets),
+        wallets,
         expires_at: auth.0.expires_at,
     }))
 }
@@ -127,15 +129,8 @@ struct WalletList {
 }
 
 async fn list_wallets(State(state): State<AppState>, auth: Authenticated) -> Result<AxumJson<WalletList>, ApiError> {
-    let wallets = state
-        .sign_in
-        .accounts
-        .wallets(auth.account())
-        .await
-        .map_err(AuthError::from)?;
-    Ok(AxumJson(WalletList {
-        wallets: checksummed(wallets),
-    }))
+    let wallets = wallets_of(&state, &auth).await?;
+    Ok(AxumJson(WalletList { wallets }))
 }
 
 #[derive(Serialize)]
@@ -150,15 +145,10 @@ async fn link_wallet(
     Json(signed): Json<SignedMessage>,
 ) -> Result<AxumJson<Linked>, ApiError> {
     let address = state.sign_in.link(&auth.0, &signed).await?;
-    let wallets = state
-        .sign_in
-        .accounts
-        .wallets(auth.account())
-        .await
-        .map_err(AuthError::from)?;
+    let wallets = wallets_of(&state, &auth).await?;
     Ok(AxumJson(Linked {
         address: address.to_checksum(None),
-        wallets: checksummed(wallets),
+        wallets,
     }))
 }
 
