@@ -64,6 +64,11 @@ fn backend(err: impl std::error::Error) -> BlobError {
     BlobError::Backend(describe(err))
 }
 
+/// S3 numbers parts with an `i32`.
+fn s3_part_number(part_number: u32) -> Result<i32, BlobError> {
+    i32::try_from(part_number).map_err(|_| BlobError::InvalidParts("part number too large".into()))
+}
+
 fn presigning(ttl: Duration) -> Result<PresigningConfig, BlobError> {
     PresigningConfig::expires_in(ttl).map_err(backend)
 }
@@ -206,7 +211,7 @@ impl Blobs for S3Blobs {
         body: Bytes,
     ) -> Result<String, BlobError> {
         validate_key(key)?;
-        let part = i32::try_from(part_number).map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
+        let part = s3_part_number(part_number)?;
         match self
             .client
             .upload_part()
@@ -236,7 +241,7 @@ impl Blobs for S3Blobs {
         ttl: Duration,
     ) -> Result<SignedUrl, BlobError> {
         validate_key(key)?;
-        let part = i32::try_from(part_number).map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
+        let part = s3_part_number(part_number)?;
         let request = self
             .client
             .upload_part()
@@ -259,8 +264,7 @@ impl Blobs for S3Blobs {
         validate_key(key)?;
         let mut completed = Vec::with_capacity(parts.len());
         for part in parts {
-            let number =
-                i32::try_from(part.part_number).map_err(|_| BlobError::InvalidParts("part number too large".into()))?;
+            let number = s3_part_number(part.part_number)?;
             completed.push(S3Part::builder().part_number(number).e_tag(&part.etag).build());
         }
         let result = self
