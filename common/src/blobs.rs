@@ -8,6 +8,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// An object's bytes as they are read.
+pub type ByteChunks = futures::stream::BoxStream<'static, Result<Bytes, BlobError>>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("no object at {0}")]
@@ -60,6 +63,8 @@ pub trait Blobs: Send + Sync {
     /// Stores a local file without reading it into memory.
     async fn put_file(&self, key: &str, path: &Path, content_type: Option<&str>) -> Result<ObjectMeta, BlobError>;
     async fn get(&self, key: &str) -> Result<Bytes, BlobError>;
+    /// Reads an object as a stream of chunks, without holding it whole in memory.
+    async fn get_stream(&self, key: &str) -> Result<ByteChunks, BlobError>;
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BlobError>;
     /// Deleting a missing object succeeds.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;

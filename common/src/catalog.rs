@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::VideoId;
-use crate::store::{Item, Store, StoreError};
+use crate::store::{Condition, Item, Store, StoreError};
 
 /// Where a video is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +36,17 @@ pub struct Rendition {
     pub codecs: String,
 }
 
+/// The uploaded file a video was made from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub size: u64,
+    /// Hex SHA-256 of the whole file, once known.
+    pub sha256: Option<String>,
+}
+
 /// A video as the API shows it (`Video` in the public contract).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -54,6 +65,9 @@ pub struct Video {
     pub renditions: Vec<Rendition>,
     pub access: Value,
     pub cid: Option<String>,
+    /// The uploaded file, once the upload is complete.
+    #[serde(default)]
+    pub source: Option<Source>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -83,6 +97,44 @@ impl Videos {
     /// Creates the record; fails with `ConditionFailed` if the id is taken.
     pub async fn create(&self, video: &Video) -> Result<(), StoreError> {
         let item = Item::from_record(Self::pk(&video.id), "meta", video)?;
-        self.store.put(item, Some(crate::store::Condition::NotExists)).await
+        self.store.put(item, Some(Condition::NotExists)).await
+    }
+
+    /// Changes a video with `change`, which sees the current record and returns `false` to leave it as it
+    /// is. The write is conditional on the record not having changed since it was read (its `updatedAt`),
+    /// and is retried on a fresh read when it has, so concurrent updates never undo each other. Returns
+    /// the record as written (or as left), `None` if there is no such video.
+    pub async fn update(
+        &self,
+        id: &VideoId,
+        mut change: impl FnMut(&mut Video) -> bool + Send,
+    ) -> Result<Option<Video>, StoreError> {
+        for _ in 0..16 {
+            let Some(mut video) = self.get(id).await? else {
+                return Ok(None);
+            };
+            let read_at = serde_json::to_value(video.updated_at).map_err(StoreError::backend)?;
+            if !change(&mut video) {
+                return Ok(Some(video));
+            }
+            // Timestamps in a record are never equal from one write to the next.
+            video.updated_at = Utc::now().max(video.updated_at + chrono::Duration::microseconds(1));
+            let item = Item::from_record(Self::pk(id), "meta", &video)?;
+            match self
+                .store
+                .put(item, Some(Condition::Equals("updatedAt".into(), read_at)))
+                .await
+            {
+                Ok(()) => return Ok(Some(video)),
+                Err(StoreError::ConditionFailed) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(StoreError::Backend(format!("video {id} changed too often to update")))
+    }
+
+    /// Deletes the record; deleting a missing video succeeds.
+    pub async fn delete(&self, id: &VideoId) -> Result<(), StoreError> {
+        self.store.delete(&Self::pk(id), "meta", None).await
     }
 }

@@ -109,7 +109,29 @@ pub struct Config {
     pub session_ttl: Duration,
     /// Sign-in nonce lifetime (`STREAMGATE_NONCE_TTL`, seconds, default 600).
     pub nonce_ttl: Duration,
+    pub uploads: UploadLimits,
 }
+
+/// What uploads may be, and how long they live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// The largest upload accepted, advertised as `Tus-Max-Size` (`STREAMGATE_MAX_UPLOAD_SIZE`, bytes,
+    /// default 16 GiB).
+    pub max_size: u64,
+    /// The largest body one tus request may carry (`STREAMGATE_MAX_CHUNK_SIZE`, bytes). Lambda refuses
+    /// requests over 6 MB and function URLs base64-encode binary bodies, so the default there is 4 MiB;
+    /// elsewhere 64 MiB.
+    pub max_chunk: u64,
+    /// How long an unfinished upload lives after its last write (`STREAMGATE_UPLOAD_EXPIRY`, seconds,
+    /// default 86400).
+    pub expiry: Duration,
+    /// How long the part URLs of a direct upload stay valid (`STREAMGATE_UPLOAD_URL_TTL`, seconds,
+    /// default 3600).
+    pub url_ttl: Duration,
+}
+
+/// Bytes in a mebibyte.
+pub const MIB: u64 = 1024 * 1024;
 
 impl Config {
     /// Reads the process environment.
@@ -219,7 +241,24 @@ impl Config {
         };
         let session_ttl = seconds("STREAMGATE_SESSION_TTL", 3600)?;
         let nonce_ttl = seconds("STREAMGATE_NONCE_TTL", 600)?;
-        let in_cloud = get("AWS_LAMBDA_RUNTIME_API").is_some() || get("K_SERVICE").is_some();
+        let on_lambda = get("AWS_LAMBDA_RUNTIME_API").is_some();
+        let in_cloud = on_lambda || get("K_SERVICE").is_some();
+        let bytes = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
+            match parse_num(name, get(name), default)? {
+                0 => Err(ConfigError::Invalid {
+                    name,
+                    value: "0".into(),
+                    expected: "at least 1 byte",
+                }),
+                n => Ok(n),
+            }
+        };
+        let uploads = UploadLimits {
+            max_size: bytes("STREAMGATE_MAX_UPLOAD_SIZE", 16 * 1024 * MIB)?,
+            max_chunk: bytes("STREAMGATE_MAX_CHUNK_SIZE", if on_lambda { 4 * MIB } else { 64 * MIB })?,
+            expiry: seconds("STREAMGATE_UPLOAD_EXPIRY", 86_400)?,
+            url_ttl: seconds("STREAMGATE_UPLOAD_URL_TTL", 3600)?,
+        };
         let log_format = match get("STREAMGATE_LOG_FORMAT").as_deref() {
             Some("json") => LogFormat::Json,
             Some("pretty") => LogFormat::Pretty,
@@ -251,6 +290,7 @@ impl Config {
             session_previous_key: secret("STREAMGATE_SESSION_PREVIOUS_KEY"),
             session_ttl,
             nonce_ttl,
+            uploads,
         })
     }
 }
@@ -330,6 +370,14 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Pretty);
         assert_eq!(config.max_attempts, 5);
         assert!(config.aws.is_none());
+        assert_eq!(config.uploads.max_chunk, 64 * MIB);
+    }
+
+    #[test]
+    fn chunks_fit_lambda_requests_on_lambda() {
+        let config = config(&[("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")]).expect("lambda");
+        // Base64 makes 4 MiB about 5.6 MB, under Lambda's 6 MB request limit with room for headers.
+        assert!(config.uploads.max_chunk.div_ceil(3) * 4 < 6_000_000);
     }
 
     #[test]
@@ -386,6 +434,8 @@ mod tests {
             ("STREAMGATE_PUBLIC_URL", "ftp://x"),
             ("STREAMGATE_MAX_ATTEMPTS", "0"),
             ("STREAMGATE_S3_PATH_STYLE", "maybe"),
+            ("STREAMGATE_MAX_CHUNK_SIZE", "0"),
+            ("STREAMGATE_UPLOAD_EXPIRY", "-1"),
         ] {
             let err = config(&[(name, value)]).expect_err(name);
             assert!(err.to_string().starts_with(name), "{err}");

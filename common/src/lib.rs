@@ -18,3 +18,4 @@ pub mod runtime;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
+pub mod uploads;

@@ -94,7 +94,7 @@ impl Ports {
             local::LocalBlobs::open(dir, name, signer.clone(), public_url.clone())
                 .map_err(|e| fail("cannot open the blob store", &e))
         };
-        let sources = bucket(names::SOURCES_BUCKET)?.with_events(Arc::new(storage_events.clone()));
+        let sources = bucket(names::SOURCES_BUCKET)?.with_events(Arc::new(storage_events.clone()), "sources/");
         let media = bucket(names::MEDIA_BUCKET)?;
         Ok(Self {
             store: Arc::new(local::LocalStore::new(db.clone())),

@@ -121,7 +121,7 @@ fn lock_data_dir(config: &Config) -> Result<File, LocalError> {
 fn routes(config: &Config, ports: &Ports, local: &LocalParts, domain: String) -> Result<Router, String> {
     Ok(Router::new()
         .merge(api_auth::router(api_auth::AppState::new(config, ports, domain)?))
-        .merge(api_upload::router(api_upload::AppState::new(ports)))
+        .merge(api_upload::router(api_upload::AppState::new(config, ports)?))
         .merge(api_videos::router(api_videos::AppState::new(ports)))
         .merge(api_playback::router(api_playback::AppState::new(ports)))
         .merge(api_chains::router(api_chains::AppState::new(ports)))
@@ -169,7 +169,8 @@ fn spawn_workers(
 }
 
 fn spawn_schedules(tasks: &mut JoinSet<()>, config: &Config, ports: &Ports, stopped: &watch::Receiver<bool>) {
-    let scheduled: [(&str, Arc<dyn EventHandler>); 3] = [
+    let scheduled: [(&str, Arc<dyn EventHandler>); 4] = [
+        ("on-upload", Arc::new(on_upload::Handler::new(ports))),
         ("chain-indexer", Arc::new(chain_indexer::Handler::new(ports))),
         ("gas-monitor", Arc::new(gas_monitor::Handler::new(ports))),
         ("tx-tracker", Arc::new(tx_tracker::Handler::new(ports))),

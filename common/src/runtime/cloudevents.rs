@@ -65,9 +65,19 @@ fn data_json(event: &::cloudevents::Event) -> Result<Value, EventError> {
     }
 }
 
+/// Whether a CloudEvent is a timer's tick: Knative's PingSource, or EventBridge's scheduled event.
+fn is_timer(event: &::cloudevents::Event) -> bool {
+    let ty = event.ty();
+    ty == "dev.knative.sources.ping" || ty.ends_with(".schedule") || ty == "aws.events.scheduled"
+}
+
 /// The events one CloudEvent stands for, by what the handler takes.
 fn events_of(trigger: Trigger, event: &::cloudevents::Event) -> Result<Vec<Event>, EventError> {
     match trigger {
+        // A timer source (Knative's PingSource) starts a storage function's housekeeping.
+        Trigger::Storage if is_timer(event) => Ok(vec![Event::Schedule {
+            time: event.time().copied().unwrap_or_else(Utc::now),
+        }]),
         Trigger::Storage => {
             let data = data_json(event)?;
             let objects = if data.get("Records").is_some() || data.get("s3").is_some() || data.get("Event").is_some() {

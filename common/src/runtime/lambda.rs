@@ -35,7 +35,8 @@ pub async fn handle_lambda_event(handler: &dyn EventHandler, payload: Value) -> 
             handle_all(handler, objects.into_iter().map(Event::ObjectCreated).collect()).await?;
             Ok(Value::Null)
         }
-        (Trigger::Schedule, None) if payload.get("detail-type").is_some() => {
+        // Storage functions also take schedules, for their housekeeping.
+        (Trigger::Schedule | Trigger::Storage, None) if payload.get("detail-type").is_some() => {
             let event: EventBridgeEvent = serde_json::from_value(payload).map_err(EventError::malformed)?;
             handler
                 .handle(Event::Schedule {

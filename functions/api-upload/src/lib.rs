@@ -1,27 +1,246 @@
-//! `api-upload`: Resumable (tus 1.0.0) and direct multipart uploads (/v1/uploads).
+//! `api-upload`: resumable (tus 1.0.0) and direct multipart uploads (`/v1/uploads`).
+//!
+//! Either way the bytes end as one multipart upload of the sources bucket at `sources/{videoId}`, whose
+//! storage event starts processing. See [`tus`] and [`direct`].
 #![forbid(unsafe_code)]
+
+pub mod direct;
+mod metadata;
+pub mod tus;
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::FromRef;
+use axum::http::HeaderMap;
+use chrono::Utc;
+use common::blobs::{BlobError, Blobs};
+use common::catalog::{Video, VideoStatus, Videos};
+use common::config::{Config, UploadLimits};
+use common::identity::Authenticated;
+use common::identity::sessions::{SessionKeys, Sessions};
+use common::ids::VideoId;
 use common::platform::Ports;
-use common::store::Store;
+use common::problem::ApiError;
+use common::store::StoreError;
+use common::uploads::{Upload, UploadError, UploadState, Uploads};
+use serde_json::Value;
+use url::Url;
+
+pub use metadata::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
 
 /// What the handlers of `api-upload` use.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    sessions: Sessions,
+    uploads: Uploads,
+    videos: Videos,
+    sources: Arc<dyn Blobs>,
+    limits: UploadLimits,
+    /// The base of the URLs handed out; when unset, the scheme and host the request came to.
+    public_url: Option<Url>,
+}
+
+impl FromRef<AppState> for Sessions {
+    fn from_ref(state: &AppState) -> Sessions {
+        state.sessions.clone()
+    }
 }
 
 impl AppState {
-    pub fn new(ports: &Ports) -> Self {
-        Self {
-            store: ports.store.clone(),
+    pub fn new(config: &Config, ports: &Ports) -> Result<Self, String> {
+        let keys = SessionKeys::from_config(config).map_err(|e| e.to_string())?;
+        let ttl = chrono::Duration::from_std(config.session_ttl).unwrap_or(chrono::Duration::hours(1));
+        Ok(Self {
+            sessions: Sessions::new(keys, ports.store.clone(), ttl),
+            uploads: Uploads::new(ports.store.clone()),
+            videos: Videos::new(ports.store.clone()),
+            sources: ports.sources.clone(),
+            limits: config.uploads,
+            public_url: config.public_url.clone(),
+        })
+    }
+
+    /// The absolute URL of `path` as the client reached this service.
+    fn url_of(&self, headers: &HeaderMap, path: &str) -> String {
+        if let Some(base) = &self.public_url {
+            return format!("{}{path}", base.as_str().trim_end_matches('/'));
         }
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let proto = header("x-forwarded-proto")
+            .filter(|p| matches!(*p, "http" | "https"))
+            .unwrap_or("http");
+        match header("x-forwarded-host").or_else(|| header("host")) {
+            Some(host) if host.bytes().all(|b| b.is_ascii_graphic()) => format!("{proto}://{host}{path}"),
+            _ => path.to_owned(),
+        }
+    }
+
+    /// The upload `id` for the signed-in account: 404 if unknown, 403 if another account's.
+    async fn owned_upload(&self, auth: &Authenticated, id: &VideoId) -> Result<Upload, ApiError> {
+        let upload = self
+            .uploads
+            .get(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::not_found("no such upload"))?;
+        if upload.account != auth.account().0 {
+            return Err(ApiError::forbidden(
+                "not_upload_owner",
+                "this upload belongs to another account",
+            ));
+        }
+        Ok(upload)
+    }
+
+    /// Creates the video and the upload record of a new upload.
+    async fn start(&self, upload: &Upload, video: &Video) -> Result<(), ApiError> {
+        // The upload record first: it is indexed for the expiry sweep, which cleans up after a failure
+        // between the writes.
+        self.uploads.create(upload).await.map_err(store_error)?;
+        self.videos.create(video).await.map_err(store_error)
+    }
+
+    /// Ends an unfinished upload at the client's request: its bytes are discarded and its video deleted.
+    async fn terminate(&self, upload: &Upload) -> Result<(), ApiError> {
+        match upload.state {
+            UploadState::Open => {}
+            UploadState::Complete => {
+                return Err(ApiError::conflict(
+                    "upload_complete",
+                    "the upload is complete; delete the video instead",
+                ));
+            }
+            UploadState::Terminated | UploadState::Expired => return Err(gone(upload)),
+        }
+        let leased = self.uploads.lease(upload, tus::LEASE_TTL).await.map_err(upload_error)?;
+        self.uploads
+            .discard_bytes(&leased, self.sources.as_ref())
+            .await
+            .map_err(blob_error)?;
+        let mut ended = leased.clone();
+        ended.state = UploadState::Terminated;
+        ended.lease = None;
+        ended.tail = None;
+        self.uploads.save(&leased, ended).await.map_err(upload_error)?;
+        self.videos.delete(&upload.id).await.map_err(store_error)?;
+        metrics::counter!("streamgate_uploads_terminated_total").increment(1);
+        Ok(())
+    }
+
+    /// Moves the video of a finished upload to `processing` and records its source, before the object
+    /// lands and its storage event starts processing. 410 if the video was deleted meanwhile.
+    async fn hand_over(&self, upload: &Upload, size: u64, sha256: Option<String>) -> Result<(), ApiError> {
+        let source = common::catalog::Source {
+            filename: upload.filename.clone(),
+            content_type: upload.content_type.clone(),
+            size,
+            sha256,
+        };
+        let updated = self
+            .videos
+            .update(&upload.id, |video| {
+                if video.status != VideoStatus::Uploading && video.source.as_ref() == Some(&source) {
+                    return false;
+                }
+                video.status = VideoStatus::Processing;
+                video.progress = 0;
+                video.error = None;
+                video.source = Some(source.clone());
+                true
+            })
+            .await
+            .map_err(store_error)?;
+        match updated {
+            Some(_) => Ok(()),
+            None => Err(ApiError::new(
+                axum::http::StatusCode::GONE,
+                "upload_gone",
+                "the video of this upload was deleted",
+            )),
+        }
+    }
+}
+
+/// A new video as an upload creates it.
+fn new_video(id: VideoId, owner: &Authenticated, details: metadata::Details) -> Video {
+    let now = Utc::now();
+    Video {
+        id,
+        owner: owner.0.address.to_checksum(None),
+        title: details.title,
+        description: details.description,
+        tags: Vec::new(),
+        status: VideoStatus::Uploading,
+        progress: 0,
+        error: None,
+        duration_seconds: None,
+        width: None,
+        height: None,
+        renditions: Vec::new(),
+        access: details.access.unwrap_or_else(|| serde_json::json!({"type": "public"})),
+        cid: None,
+        source: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// An access rule as an upload may set it: checked for shape here; chains and contracts are checked
+/// where rules are evaluated.
+fn check_access(access: &Value) -> Result<(), String> {
+    fn check(rule: &Value, depth: usize) -> Result<(), String> {
+        if depth > 8 {
+            return Err("access rules nest at most 8 deep".into());
+        }
+        let Some(object) = rule.as_object() else {
+            return Err("an access rule is a JSON object".into());
+        };
+        for combinator in ["anyOf", "allOf"] {
+            if let Some(list) = object.get(combinator) {
+                let rules = list
+                    .as_array()
+                    .filter(|rules| !rules.is_empty())
+                    .ok_or_else(|| format!("`{combinator}` takes a non-empty list of rules"))?;
+                return rules.iter().try_for_each(|rule| check(rule, depth + 1));
+            }
+        }
+        match object.get("type").and_then(Value::as_str) {
+            Some("public") | Some("token") => Ok(()),
+            _ => Err("an access rule has `type` public or token, or `anyOf` / `allOf`".into()),
+        }
+    }
+    check(access, 0)
+}
+
+fn gone(upload: &Upload) -> ApiError {
+    let why = match upload.state {
+        UploadState::Terminated => "the upload was terminated",
+        _ => "the upload expired before it was finished",
+    };
+    ApiError::new(axum::http::StatusCode::GONE, "upload_gone", why)
+}
+
+fn store_error(err: StoreError) -> ApiError {
+    ApiError::unavailable(&err)
+}
+
+fn blob_error(err: BlobError) -> ApiError {
+    ApiError::from(err)
+}
+
+fn upload_error(err: UploadError) -> ApiError {
+    match err {
+        UploadError::Busy => ApiError::conflict("upload_locked", "another request is writing to this upload"),
+        UploadError::Store(err) => store_error(err),
+        UploadError::Blob(err) => blob_error(err),
     }
 }
 
 /// The routes of `api-upload`; the runtime adds `/healthz`, `/metrics` and the common layers.
 pub fn router(state: AppState) -> Router {
-    Router::new().with_state(state)
+    Router::new()
+        .merge(tus::routes())
+        .merge(direct::routes())
+        .with_state(state)
 }

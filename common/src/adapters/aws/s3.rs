@@ -10,7 +10,7 @@ use bytes::Bytes;
 use chrono::Utc;
 
 use super::describe;
-use crate::blobs::{BlobError, Blobs, CompletedPart, ObjectMeta, SignedUrl, validate_key};
+use crate::blobs::{BlobError, Blobs, ByteChunks, CompletedPart, ObjectMeta, SignedUrl, validate_key};
 
 /// The `Blobs` port on one S3 bucket. Signed URLs are SigV4 presigned URLs.
 #[derive(Clone)]
@@ -107,6 +107,22 @@ impl Blobs for S3Blobs {
         validate_key(key)?;
         match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(output) => Ok(output.body.collect().await.map_err(backend)?.into_bytes()),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                Err(BlobError::NotFound(key.to_owned()))
+            }
+            Err(err) => Err(backend(err)),
+        }
+    }
+
+    async fn get_stream(&self, key: &str) -> Result<ByteChunks, BlobError> {
+        validate_key(key)?;
+        match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(output) => {
+                let chunks = futures::stream::unfold(output.body, |mut body| async move {
+                    body.next().await.map(|chunk| (chunk.map_err(backend), body))
+                });
+                Ok(Box::pin(chunks))
+            }
             Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
                 Err(BlobError::NotFound(key.to_owned()))
             }

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 use url::Url;
 
-use crate::blobs::{BlobError, Blobs, CompletedPart, ObjectMeta, SignedUrl, validate_key};
+use crate::blobs::{BlobError, Blobs, ByteChunks, CompletedPart, ObjectMeta, SignedUrl, validate_key};
 use crate::problem::ApiError;
 use crate::queue::Queue;
 use crate::signing::{SignatureError, UrlSigner};
@@ -49,7 +49,8 @@ struct Inner {
     multipart: PathBuf,
     signer: UrlSigner,
     public_url: Url,
-    events: Option<Arc<dyn Queue>>,
+    /// Where notifications go, and the key prefix they are sent for.
+    events: Option<(Arc<dyn Queue>, String)>,
 }
 
 impl LocalBlobs {
@@ -71,11 +72,11 @@ impl LocalBlobs {
         Ok(Self { inner: Arc::new(inner) })
     }
 
-    /// Sends an S3-shaped `ObjectCreated` notification to `queue` for every object written, as S3 does
-    /// to its notification targets.
-    pub fn with_events(self, queue: Arc<dyn Queue>) -> Self {
+    /// Sends an S3-shaped `ObjectCreated` notification to `queue` for every object written under
+    /// `prefix`, as S3 does to its notification targets when their filter names a prefix.
+    pub fn with_events(self, queue: Arc<dyn Queue>, prefix: &str) -> Self {
         let inner = Inner {
-            events: Some(queue),
+            events: Some((queue, prefix.to_owned())),
             ..(*self.inner).clone()
         };
         Self { inner: Arc::new(inner) }
@@ -147,7 +148,9 @@ impl LocalBlobs {
             size,
             etag,
         };
-        if let Some(queue) = &self.inner.events {
+        if let Some((queue, prefix)) = &self.inner.events
+            && key.starts_with(prefix.as_str())
+        {
             let notification = s3_notification(&self.inner.bucket, &meta, event);
             queue.send(notification.to_string()).await.map_err(BlobError::backend)?;
         }
@@ -323,6 +326,16 @@ impl Blobs for LocalBlobs {
         }
     }
 
+    async fn get_stream(&self, key: &str) -> Result<ByteChunks, BlobError> {
+        match tokio::fs::File::open(self.object_path(key)?).await {
+            Ok(file) => Ok(Box::pin(
+                tokio_util_stream(file).map(|chunk| chunk.map_err(BlobError::backend)),
+            )),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(not_found(key)),
+            Err(err) => Err(BlobError::backend(err)),
+        }
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BlobError> {
         meta_of(&self.object_path(key)?, key).await
     }
@@ -340,8 +353,19 @@ impl Blobs for LocalBlobs {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BlobError> {
-        let root = self.inner.root.clone();
-        let keys = tokio::task::spawn_blocking(move || walk(&root, ""))
+        // Walk only the directory the prefix's complete segments name.
+        let (dir_key, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+        let mut root = self.inner.root.clone();
+        let mut base = String::new();
+        for segment in dir_key.split('/').filter(|s| !s.is_empty()) {
+            if segment == "." || segment == ".." {
+                return Ok(Vec::new());
+            }
+            root.push(format!("{segment}.d"));
+            base.push_str(segment);
+            base.push('/');
+        }
+        let keys = tokio::task::spawn_blocking(move || walk(&root, &base))
             .await
             .map_err(BlobError::backend)?
             .map_err(BlobError::backend)?;
@@ -446,18 +470,24 @@ impl Blobs for LocalBlobs {
             files.push(path);
         }
         let temp = tempfile::NamedTempFile::new_in(&self.inner.tmp).map_err(BlobError::backend)?;
-        let (file, temp) = temp.into_parts();
-        let mut out = tokio::fs::File::from_std(file);
-        let mut size = 0u64;
+        // Joined on a blocking thread with `std::io::copy`, which the kernel does itself on Linux
+        // (`copy_file_range`): the bytes never pass through this process.
+        let (temp, size) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let (mut out, temp) = temp.into_parts();
+            let mut size = 0u64;
+            for path in &files {
+                size += std::io::copy(&mut std::fs::File::open(path)?, &mut out)?;
+            }
+            out.sync_all()?;
+            Ok((temp, size))
+        })
+        .await
+        .map_err(BlobError::backend)?
+        .map_err(BlobError::backend)?;
         let mut digest = Sha256::new();
-        for (path, part) in files.iter().zip(parts) {
-            let mut input = tokio::fs::File::open(path).await.map_err(BlobError::backend)?;
-            size += tokio::io::copy(&mut input, &mut out)
-                .await
-                .map_err(BlobError::backend)?;
+        for part in parts {
             digest.update(part.etag.trim_matches('"').as_bytes());
         }
-        out.sync_all().await.map_err(BlobError::backend)?;
         let etag = quoted(&format!("{}-{}", &hex::encode(digest.finalize())[..32], parts.len()));
         let meta = self
             .commit(temp, key, size, etag, "ObjectCreated:CompleteMultipartUpload")

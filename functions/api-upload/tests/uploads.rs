@@ -1,0 +1,838 @@
+//! `api-upload` over the embedded adapters: the tus protocol's answers, every refusal, chunks smaller and
+//! larger than a part, interrupted and concurrent requests, expiry, and direct multipart uploads.
+
+use std::sync::Arc;
+
+use alloy_primitives::Address;
+use axum::Router;
+use axum::body::{Body, Bytes, to_bytes};
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::adapters::local::blob_routes;
+use common::blobs::Blobs;
+use common::catalog::{VideoStatus, Videos};
+use common::config::{Config, MIB};
+use common::identity::accounts::AccountId;
+use common::identity::sessions::{SessionKeys, Sessions};
+use common::ids::VideoId;
+use common::platform::{LocalParts, Ports};
+use common::uploads::{UploadState, Uploads};
+use serde_json::{Value, json};
+use sha2::Digest;
+use tower::ServiceExt;
+
+struct App {
+    router: Router,
+    ports: Ports,
+    local: LocalParts,
+    alice: String,
+    bob: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn app_with(vars: &[(&str, &str)]) -> App {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = vec![("STREAMGATE_DATA_DIR".to_owned(), dir.path().display().to_string())];
+    env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let config = Config::from_vars(env).expect("config");
+    let ports = Ports::from_config(&config).await.expect("ports");
+    let local = ports.local.clone().expect("local parts");
+    let state = api_upload::AppState::new(&config, &ports).expect("state");
+    let router = api_upload::router(state).merge(blob_routes([local.sources.clone()]));
+    let sessions = Sessions::new(
+        SessionKeys::from_config(&config).expect("keys"),
+        ports.store.clone(),
+        chrono::Duration::hours(1),
+    );
+    let token = |seed: u8| {
+        let address = Address::repeat_byte(seed);
+        let (token, _) = sessions
+            .issue(&AccountId::generate(), &address, &[address])
+            .expect("token");
+        token
+    };
+    App {
+        router,
+        alice: token(0xa1),
+        bob: token(0xb0),
+        ports,
+        local,
+        _dir: dir,
+    }
+}
+
+async fn app() -> App {
+    app_with(&[]).await
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+}
+
+impl App {
+    async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer { status, headers, body }
+    }
+
+    fn tus(&self, method: &str, path: &str, token: &str) -> axum::http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("tus-resumable", "1.0.0")
+            .header("authorization", format!("Bearer {token}"))
+    }
+
+    /// Creates an upload of `length` bytes as `token`; returns its path.
+    async fn create(&self, token: &str, length: u64, metadata: &str) -> String {
+        let answer = self
+            .send(
+                self.tus("POST", "/v1/uploads", token)
+                    .header("upload-length", length.to_string())
+                    .header("upload-metadata", metadata)
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+        let location = answer.header("location").expect("location");
+        let path = location.trim_start_matches("http://127.0.0.1:8080").to_owned();
+        assert!(path.starts_with("/v1/uploads/"), "{location}");
+        path
+    }
+
+    async fn patch(&self, token: &str, path: &str, offset: u64, body: impl Into<Body>) -> Answer {
+        self.send(
+            self.tus("PATCH", path, token)
+                .header("upload-offset", offset.to_string())
+                .header("content-type", "application/offset+octet-stream")
+                .body(body.into())
+                .expect("request"),
+        )
+        .await
+    }
+
+    async fn head(&self, token: &str, path: &str) -> Answer {
+        self.send(self.tus("HEAD", path, token).body(Body::empty()).expect("request"))
+            .await
+    }
+
+    fn id(path: &str) -> VideoId {
+        path.rsplit('/').next().expect("id").parse().expect("video id")
+    }
+
+    async fn video(&self, path: &str) -> Option<common::catalog::Video> {
+        Videos::new(self.ports.store.clone())
+            .get(&Self::id(path))
+            .await
+            .expect("store")
+    }
+}
+
+fn bytes_of(length: usize, seed: u8) -> Vec<u8> {
+    (0..length)
+        .map(|i| (i as u64).wrapping_mul(2_654_435_761).wrapping_add(seed as u64) as u8)
+        .collect()
+}
+
+fn b64(text: &str) -> String {
+    STANDARD.encode(text)
+}
+
+#[tokio::test]
+async fn options_advertise_the_protocol() {
+    let app = app().await;
+    let answer = app
+        .send(Request::options("/v1/uploads").body(Body::empty()).expect("request"))
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert_eq!(answer.header("tus-version"), Some("1.0.0"));
+    assert_eq!(answer.header("tus-resumable"), Some("1.0.0"));
+    let extensions: Vec<&str> = answer.header("tus-extension").expect("extensions").split(',').collect();
+    for extension in [
+        "creation",
+        "creation-with-upload",
+        "termination",
+        "checksum",
+        "expiration",
+    ] {
+        assert!(extensions.contains(&extension), "{extension}");
+    }
+    assert_eq!(answer.header("tus-checksum-algorithm"), Some("sha1,sha256"));
+    assert_eq!(
+        answer.header("tus-max-size"),
+        Some((16 * 1024 * MIB).to_string().as_str())
+    );
+    assert_eq!(
+        answer.header("streamgate-max-chunk-size"),
+        Some((64 * MIB).to_string().as_str())
+    );
+}
+
+#[tokio::test]
+async fn the_protocol_version_and_a_token_are_required() {
+    let app = app().await;
+    let answer = app
+        .send(
+            Request::post("/v1/uploads")
+                .header("upload-length", "10")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(answer.header("tus-version"), Some("1.0.0"));
+    assert_eq!(answer.code(), "tus_version_unsupported");
+
+    let answer = app
+        .send(
+            Request::post("/v1/uploads")
+                .header("tus-resumable", "0.2.2")
+                .header("upload-length", "10")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::PRECONDITION_FAILED);
+
+    let answer = app
+        .send(
+            Request::post("/v1/uploads")
+                .header("tus-resumable", "1.0.0")
+                .header("upload-length", "10")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.code(), "unauthenticated");
+    assert_eq!(answer.header("tus-resumable"), Some("1.0.0"));
+}
+
+#[tokio::test]
+async fn creation_checks_length_and_metadata() {
+    let app = app_with(&[("STREAMGATE_MAX_UPLOAD_SIZE", "1000")]).await;
+    for (length, metadata, status, code) in [
+        (None, String::new(), StatusCode::BAD_REQUEST, "invalid_header"),
+        (Some("-1"), String::new(), StatusCode::BAD_REQUEST, "invalid_header"),
+        (
+            Some("1001"),
+            String::new(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+        ),
+        (
+            Some("10"),
+            "title !!".to_owned(),
+            StatusCode::BAD_REQUEST,
+            "invalid_metadata",
+        ),
+        (
+            Some("10"),
+            format!("access {}", b64("{\"type\":\"anyone\"}")),
+            StatusCode::BAD_REQUEST,
+            "invalid_metadata",
+        ),
+    ] {
+        let mut request = app
+            .tus("POST", "/v1/uploads", &app.alice)
+            .header("upload-metadata", metadata);
+        if let Some(length) = length {
+            request = request.header("upload-length", length);
+        }
+        let answer = app.send(request.body(Body::empty()).expect("request")).await;
+        assert_eq!(answer.status, status, "{length:?}: {:?}", answer.body);
+        assert_eq!(answer.code(), code);
+    }
+}
+
+#[tokio::test]
+async fn an_upload_in_small_chunks_becomes_the_source() {
+    let app = app().await;
+    let data = bytes_of((12 * MIB + 12_345) as usize, 7);
+    let metadata = format!(
+        "filename {},filetype {},description {}",
+        b64("beach.mp4"),
+        b64("video/mp4"),
+        b64("Waves")
+    );
+    let path = app.create(&app.alice, data.len() as u64, &metadata).await;
+    let video = app.video(&path).await.expect("video created with the upload");
+    assert_eq!(video.status, VideoStatus::Uploading);
+    assert_eq!(video.title, "beach");
+    assert_eq!(video.description, "Waves");
+    assert_eq!(video.owner, Address::repeat_byte(0xa1).to_checksum(None));
+
+    let head = app.head(&app.alice, &path).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("upload-offset"), Some("0"));
+    assert_eq!(head.header("upload-length"), Some(data.len().to_string().as_str()));
+    assert_eq!(head.header("upload-metadata"), Some(metadata.as_str()));
+    assert_eq!(head.header("cache-control"), Some("no-store"));
+    assert!(head.header("upload-expires").is_some_and(|d| d.ends_with(" GMT")));
+
+    // 1 MiB chunks: five requests fill each 5 MiB part, the rest waits in a tail object.
+    let mut offset = 0usize;
+    for chunk in data.chunks(MIB as usize) {
+        let answer = app.patch(&app.alice, &path, offset as u64, chunk.to_vec()).await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
+        offset += chunk.len();
+        assert_eq!(answer.header("upload-offset"), Some(offset.to_string().as_str()));
+    }
+    let key = format!("sources/{}", App::id(&path));
+    let stored = app.ports.sources.get(&key).await.expect("source object");
+    assert!(
+        stored.as_ref() == data.as_slice(),
+        "the source differs from what was sent"
+    );
+    let scratch = app
+        .ports
+        .sources
+        .list(&format!("uploads/{}/", App::id(&path)))
+        .await
+        .expect("list");
+    assert!(scratch.is_empty(), "tail objects left behind: {scratch:?}");
+
+    let video = app.video(&path).await.expect("video");
+    assert_eq!(video.status, VideoStatus::Processing);
+    let source = video.source.expect("source recorded");
+    assert_eq!(source.size, data.len() as u64);
+    assert_eq!(source.sha256, Some(hex::encode(sha2::Sha256::digest(&data))));
+    assert_eq!(source.content_type.as_deref(), Some("video/mp4"));
+    // Its storage event waits for on-upload; the tail objects made none.
+    assert_eq!(app.local.storage_events.depth().await.expect("depth"), 1);
+
+    let head = app.head(&app.alice, &path).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("upload-offset"), Some(data.len().to_string().as_str()));
+}
+
+#[tokio::test]
+async fn chunks_larger_than_a_part_and_creation_with_upload() {
+    let app = app().await;
+    let data = bytes_of((11 * MIB) as usize, 3);
+    let answer = app
+        .send(
+            app.tus("POST", "/v1/uploads", &app.alice)
+                .header("upload-length", data.len().to_string())
+                .header("content-type", "application/offset+octet-stream")
+                .body(Body::from(data[..(7 * MIB) as usize].to_vec()))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{:?}", answer.body);
+    assert_eq!(answer.header("upload-offset"), Some((7 * MIB).to_string().as_str()));
+    let path = answer
+        .header("location")
+        .expect("location")
+        .trim_start_matches("http://127.0.0.1:8080")
+        .to_owned();
+    let answer = app
+        .patch(&app.alice, &path, 7 * MIB, data[(7 * MIB) as usize..].to_vec())
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
+    let stored = app
+        .ports
+        .sources
+        .get(&format!("sources/{}", App::id(&path)))
+        .await
+        .expect("source");
+    assert!(stored.as_ref() == data.as_slice());
+}
+
+#[tokio::test]
+async fn an_empty_file_is_complete_at_creation() {
+    let app = app().await;
+    let path = app.create(&app.alice, 0, "").await;
+    let video = app.video(&path).await.expect("video");
+    assert_eq!(video.status, VideoStatus::Processing);
+    let source = video.source.expect("source");
+    assert_eq!(source.size, 0);
+    assert_eq!(
+        source.sha256.as_deref(),
+        Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    );
+}
+
+#[tokio::test]
+async fn bad_patches_are_refused_and_change_nothing() {
+    let app = app_with(&[("STREAMGATE_MAX_CHUNK_SIZE", "1000")]).await;
+    let path = app.create(&app.alice, 100, "").await;
+    let data = bytes_of(100, 1);
+
+    let answer = app
+        .send(
+            app.tus("PATCH", &path, &app.alice)
+                .header("upload-offset", "0")
+                .header("content-type", "application/octet-stream")
+                .body(Body::from(data.clone()))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(answer.code(), "unsupported_content_type");
+
+    let answer = app.patch(&app.alice, &path, 5, data.clone()).await;
+    assert_eq!(answer.status, StatusCode::CONFLICT);
+    assert_eq!(answer.code(), "upload_offset_mismatch");
+    assert_eq!(answer.header("upload-offset"), Some("0"));
+
+    let answer = app.patch(&app.alice, &path, 0, bytes_of(101, 1)).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.code(), "upload_too_large");
+
+    let big = app.create(&app.alice, 5000, "").await;
+    let answer = app.patch(&app.alice, &big, 0, bytes_of(1001, 1)).await;
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer.code(), "chunk_too_large");
+
+    let answer = app.patch(&app.bob, &path, 0, data.clone()).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.code(), "not_upload_owner");
+    assert_eq!(app.head(&app.bob, &path).await.status, StatusCode::FORBIDDEN);
+
+    let unknown = format!("/v1/uploads/{}", VideoId::generate());
+    assert_eq!(app.head(&app.alice, &unknown).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.head(&app.alice, "/v1/uploads/..%2F..%2Fetc").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let answer = app
+        .send(
+            app.tus("PATCH", &path, &app.alice)
+                .header("upload-offset", "zero")
+                .header("content-type", "application/offset+octet-stream")
+                .body(Body::from(data.clone()))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+
+    let head = app.head(&app.alice, &path).await;
+    assert_eq!(
+        head.header("upload-offset"),
+        Some("0"),
+        "a refused request wrote nothing"
+    );
+}
+
+#[tokio::test]
+async fn checksums_are_checked_per_chunk() {
+    let app = app().await;
+    let data = bytes_of(3000, 9);
+    let path = app.create(&app.alice, 3000, "").await;
+    let send = |offset: u64, chunk: Vec<u8>, checksum: String| {
+        app.send(
+            app.tus("PATCH", &path, &app.alice)
+                .header("upload-offset", offset.to_string())
+                .header("content-type", "application/offset+octet-stream")
+                .header("upload-checksum", checksum)
+                .body(Body::from(chunk))
+                .expect("request"),
+        )
+    };
+    let chunk = data[..1000].to_vec();
+    let wrong = format!("sha256 {}", STANDARD.encode(sha2::Sha256::digest(b"something else")));
+    let answer = send(0, chunk.clone(), wrong).await;
+    assert_eq!(answer.status.as_u16(), 460);
+    assert_eq!(answer.code(), "checksum_mismatch");
+    assert_eq!(app.head(&app.alice, &path).await.header("upload-offset"), Some("0"));
+
+    let answer = send(0, chunk.clone(), "md5 1B2M2Y8AsgTpgAmY7PhCfg==".into()).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.code(), "checksum_algorithm_unsupported");
+
+    let answer = send(0, chunk.clone(), "sha1 not-base64".into()).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+
+    let sha256 = format!("sha256 {}", STANDARD.encode(sha2::Sha256::digest(&chunk)));
+    assert_eq!(send(0, chunk, sha256).await.status, StatusCode::NO_CONTENT);
+    let chunk = data[1000..].to_vec();
+    let sha1 = format!("sha1 {}", STANDARD.encode(<sha1::Sha1 as Digest>::digest(&chunk)));
+    assert_eq!(send(1000, chunk, sha1).await.status, StatusCode::NO_CONTENT);
+    let video = app.video(&path).await.expect("video");
+    assert_eq!(
+        video.source.and_then(|s| s.sha256),
+        Some(hex::encode(sha2::Sha256::digest(&data)))
+    );
+}
+
+/// A body that sends `first`, then waits for a signal, then ends with `rest` or with an error.
+fn held_body(first: Vec<u8>, rest: Option<Vec<u8>>) -> (Body, tokio::sync::oneshot::Sender<()>) {
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let stream = futures::stream::unfold((Some(first), Some(wait), rest), |(first, wait, rest)| async move {
+        if let Some(first) = first {
+            return Some((Ok::<_, std::io::Error>(Bytes::from(first)), (None, wait, rest)));
+        }
+        let wait = wait?;
+        let _ = wait.await;
+        match rest {
+            Some(rest) => Some((Ok(Bytes::from(rest)), (None, None, None))),
+            None => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "client went away",
+                )),
+                (None, None, None),
+            )),
+        }
+    });
+    (Body::from_stream(stream), go)
+}
+
+#[tokio::test]
+async fn concurrent_patches_one_wins_the_other_gets_409() {
+    let app = app().await;
+    let data = bytes_of(2000, 5);
+    let path = app.create(&app.alice, 2000, "").await;
+    let (body, go) = held_body(data[..500].to_vec(), Some(data[500..1000].to_vec()));
+    let first = tokio::spawn({
+        let router = app.router.clone();
+        let request = app
+            .tus("PATCH", &path, &app.alice)
+            .header("upload-offset", "0")
+            .header("content-type", "application/offset+octet-stream")
+            .body(body)
+            .expect("request");
+        async move { router.oneshot(request).await.expect("infallible") }
+    });
+    // Wait until the first request holds the upload.
+    let uploads = Uploads::new(app.ports.store.clone());
+    let id = App::id(&path);
+    for _ in 0..200 {
+        if uploads.get(&id).await.expect("store").and_then(|u| u.lease).is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let second = app.patch(&app.alice, &path, 0, data[..1000].to_vec()).await;
+    assert_eq!(second.status, StatusCode::CONFLICT);
+    assert_eq!(second.code(), "upload_locked");
+    go.send(()).expect("first still running");
+    let first = first.await.expect("join");
+    assert_eq!(first.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.head(&app.alice, &path).await.header("upload-offset"), Some("1000"));
+    let answer = app.patch(&app.alice, &path, 1000, data[1000..].to_vec()).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    let stored = app.ports.sources.get(&format!("sources/{id}")).await.expect("source");
+    assert!(stored.as_ref() == data.as_slice());
+}
+
+#[tokio::test]
+async fn a_chunk_cut_off_keeps_what_arrived_unless_it_had_a_checksum() {
+    let app = app().await;
+    let data = bytes_of((6 * MIB) as usize, 11);
+    let path = app.create(&app.alice, data.len() as u64, "").await;
+
+    // Cut off after 5.5 MiB: a whole part and a tail arrived, and are kept.
+    let cut = (5 * MIB + MIB / 2) as usize;
+    let (body, go) = held_body(data[..cut].to_vec(), None);
+    let request = app
+        .tus("PATCH", &path, &app.alice)
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .body(body)
+        .expect("request");
+    let pending = tokio::spawn(app.router.clone().oneshot(request));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    drop(go);
+    let _ = pending.await;
+    let head = app.head(&app.alice, &path).await;
+    assert_eq!(head.header("upload-offset"), Some(cut.to_string().as_str()));
+
+    // With a checksum, what arrived cannot be checked and is dropped.
+    let (body, go) = held_body(data[cut..cut + 1000].to_vec(), None);
+    let checksum = format!("sha256 {}", STANDARD.encode(sha2::Sha256::digest(&data[cut..])));
+    let request = app
+        .tus("PATCH", &path, &app.alice)
+        .header("upload-offset", cut.to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-checksum", checksum)
+        .body(body)
+        .expect("request");
+    let pending = tokio::spawn(app.router.clone().oneshot(request));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    drop(go);
+    let _ = pending.await;
+    let head = app.head(&app.alice, &path).await;
+    assert_eq!(head.header("upload-offset"), Some(cut.to_string().as_str()));
+
+    // The client resumes from the offset HEAD reports.
+    let answer = app.patch(&app.alice, &path, cut as u64, data[cut..].to_vec()).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
+    let stored = app
+        .ports
+        .sources
+        .get(&format!("sources/{}", App::id(&path)))
+        .await
+        .expect("source");
+    assert!(stored.as_ref() == data.as_slice());
+}
+
+#[tokio::test]
+async fn termination_discards_the_upload_and_its_video() {
+    let app = app().await;
+    let path = app.create(&app.alice, 7 * MIB, "").await;
+    let answer = app.patch(&app.alice, &path, 0, bytes_of((6 * MIB) as usize, 2)).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+
+    let answer = app
+        .send(app.tus("DELETE", &path, &app.bob).body(Body::empty()).expect("request"))
+        .await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    let answer = app
+        .send(
+            app.tus("DELETE", &path, &app.alice)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.head(&app.alice, &path).await.status, StatusCode::GONE);
+    assert_eq!(
+        app.patch(&app.alice, &path, 6 * MIB, vec![0u8; 10]).await.status,
+        StatusCode::GONE
+    );
+    assert!(app.video(&path).await.is_none(), "the video went with its upload");
+    let id = App::id(&path);
+    assert!(
+        app.ports
+            .sources
+            .list(&format!("uploads/{id}/"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        app.ports
+            .sources
+            .head(&format!("sources/{id}"))
+            .await
+            .expect("head")
+            .is_none()
+    );
+
+    // Through X-HTTP-Method-Override too.
+    let other = app.create(&app.alice, 10, "").await;
+    let answer = app
+        .send(
+            app.tus("POST", &other, &app.alice)
+                .header("x-http-method-override", "DELETE")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn abandoned_uploads_expire() {
+    let app = app().await;
+    let path = app.create(&app.alice, 8 * MIB, "").await;
+    assert_eq!(
+        app.patch(&app.alice, &path, 0, bytes_of((6 * MIB) as usize, 4))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let finished = app.create(&app.alice, 10, "").await;
+    assert_eq!(
+        app.patch(&app.alice, &finished, 0, bytes_of(10, 4)).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let uploads = Uploads::new(app.ports.store.clone());
+    let videos = Videos::new(app.ports.store.clone());
+    let sources: Arc<dyn Blobs> = app.ports.sources.clone();
+    let now = chrono::Utc::now();
+    assert_eq!(
+        uploads
+            .sweep_expired(now, sources.as_ref(), &videos)
+            .await
+            .expect("sweep"),
+        0
+    );
+    let later = now + chrono::Duration::days(2);
+    assert_eq!(
+        uploads
+            .sweep_expired(later, sources.as_ref(), &videos)
+            .await
+            .expect("sweep"),
+        1
+    );
+
+    let id = App::id(&path);
+    let upload = uploads.get(&id).await.expect("store").expect("record kept");
+    assert_eq!(upload.state, UploadState::Expired);
+    assert_eq!(app.head(&app.alice, &path).await.status, StatusCode::GONE);
+    let video = app.video(&path).await.expect("video");
+    assert_eq!(video.status, VideoStatus::Failed);
+    assert_eq!(video.error.map(|e| e.code).as_deref(), Some("upload_expired"));
+    assert!(
+        app.ports
+            .sources
+            .list(&format!("uploads/{id}/"))
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(
+        app.video(&finished).await.expect("video").status,
+        VideoStatus::Processing
+    );
+}
+
+async fn direct_create(app: &App, token: &str, body: Value) -> Answer {
+    app.send(
+        Request::post("/v1/uploads/multipart")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request"),
+    )
+    .await
+}
+
+async fn put_part(app: &App, url: &str, bytes: Vec<u8>) -> Answer {
+    let path = url.trim_start_matches("http://127.0.0.1:8080");
+    app.send(Request::put(path).body(Body::from(bytes)).expect("request"))
+        .await
+}
+
+#[tokio::test]
+async fn direct_multipart_uploads() {
+    let app = app().await;
+    let data = bytes_of((17 * MIB + 5) as usize, 6);
+    let created = direct_create(
+        &app,
+        &app.alice,
+        json!({"filename": "talk.mp4", "size": data.len(), "contentType": "video/mp4", "title": "Talk"}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["videoId"].as_str().expect("video id").to_owned();
+    let part_size = created.body["partSize"].as_u64().expect("part size") as usize;
+    let parts = created.body["parts"].as_array().expect("parts").clone();
+    assert_eq!(parts.len(), data.len().div_ceil(part_size));
+    assert!(created.body["expiresAt"].is_string());
+
+    // A forged URL is refused.
+    let url = parts[0]["url"].as_str().expect("url");
+    let forged = url.replace("partNumber=1", "partNumber=2");
+    assert_eq!(
+        put_part(&app, &forged, vec![1, 2, 3]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let tampered = format!("{}0", url);
+    assert_eq!(
+        put_part(&app, &tampered, vec![1, 2, 3]).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    let mut etags = Vec::new();
+    for (part, chunk) in parts.iter().zip(data.chunks(part_size)) {
+        let answer = put_part(&app, part["url"].as_str().expect("url"), chunk.to_vec()).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        etags.push(json!({"partNumber": part["partNumber"], "etag": answer.header("etag").expect("etag")}));
+    }
+    let complete = |token: &str, parts: Value| {
+        app.send(
+            Request::post(format!("/v1/uploads/multipart/{id}/complete"))
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(Body::from(json!({ "parts": parts }).to_string()))
+                .expect("request"),
+        )
+    };
+    assert_eq!(complete(&app.bob, json!(etags)).await.status, StatusCode::FORBIDDEN);
+    let answer = complete(&app.alice, json!(etags[..1])).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.code(), "invalid_parts");
+    let mut wrong = etags.clone();
+    wrong[1]["etag"] = json!("\"0000\"");
+    let answer = complete(&app.alice, json!(wrong)).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{:?}", answer.body);
+    assert_eq!(answer.code(), "invalid_parts");
+
+    let answer = complete(&app.alice, json!(etags)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.body["status"], "processing");
+    assert_eq!(answer.body["title"], "Talk");
+    assert_eq!(
+        answer.body["source"]["sha256"],
+        hex::encode(sha2::Sha256::digest(&data))
+    );
+    assert_eq!(answer.body["source"]["size"], data.len());
+    let stored = app.ports.sources.get(&format!("sources/{id}")).await.expect("source");
+    assert!(stored.as_ref() == data.as_slice());
+    assert_eq!(complete(&app.alice, json!(etags)).await.code(), "upload_complete");
+}
+
+#[tokio::test]
+async fn direct_uploads_validate_and_abort() {
+    let app = app_with(&[("STREAMGATE_MAX_UPLOAD_SIZE", "100000000")]).await;
+    for (body, status, code) in [
+        (json!({"size": 0}), StatusCode::BAD_REQUEST, "empty_upload"),
+        (
+            json!({"size": 100000001}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "upload_too_large",
+        ),
+        (
+            json!({"size": 10, "owner": "me"}),
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        (
+            json!({"size": 10, "contentType": "mp4"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_metadata",
+        ),
+    ] {
+        let answer = direct_create(&app, &app.alice, body.clone()).await;
+        assert_eq!(answer.status, status, "{body}: {:?}", answer.body);
+        assert_eq!(answer.code(), code, "{body}");
+    }
+    let answer = app
+        .send(
+            Request::post("/v1/uploads/multipart")
+                .header("content-type", "application/json")
+                .body(Body::from(json!({"size": 10}).to_string()))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+
+    let created = direct_create(&app, &app.alice, json!({"size": 10, "filename": "a.mp4"})).await;
+    let id = created.body["videoId"].as_str().expect("id").to_owned();
+    let abort = |token: &str| {
+        app.send(
+            Request::delete(format!("/v1/uploads/multipart/{id}"))
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .expect("request"),
+        )
+    };
+    assert_eq!(abort(&app.bob).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(abort(&app.alice).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(abort(&app.alice).await.status, StatusCode::GONE);
+    let url = created.body["parts"][0]["url"].as_str().expect("url").to_owned();
+    assert_eq!(put_part(&app, &url, vec![0; 10]).await.status, StatusCode::NOT_FOUND);
+}
