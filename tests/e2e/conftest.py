@@ -82,9 +82,9 @@ def knative(tmp_path):
     """Starts a function in Knative mode (HTTP on $PORT) and returns its base URL."""
     started: list[Process] = []
 
-    def start(name: str) -> tuple[str, Process]:
+    def start(name: str, extra_env: dict | None = None) -> tuple[str, Process]:
         port = free_port()
-        env = base_env(tmp_path / name) | {"PORT": str(port)}
+        env = base_env(tmp_path / name) | {"PORT": str(port)} | (extra_env or {})
         process = Process([str(binary(name))], env)
         started.append(process)
         url = f"http://127.0.0.1:{port}"
@@ -271,3 +271,92 @@ def contract_artefact(name: str) -> dict:
     if not path.exists():
         pytest.fail(f"{path} is missing: run tests/setup")
     return json.loads(path.read_text())
+
+
+MOTO_SERVER = ROOT / ".venv" / "bin" / "moto_server"
+
+
+def paserk_secret() -> str:
+    """A fresh Ed25519 session key as a PASERK `k4.secret` (the seed and public key, base64url)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    raw = serialization.Encoding.Raw
+    seed = key.private_bytes(raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    public = key.public_key().public_bytes(raw, serialization.PublicFormat.Raw)
+    return "k4.secret." + base64.urlsafe_b64encode(seed + public).decode().rstrip("=")
+
+
+@pytest.fixture(scope="module")
+def aws_stack():
+    """The AWS API emulator (moto) on loopback with StreamGate's resources: the table (keys, index, TTL),
+    the sources and media buckets and the queues. Yields the environment that points a function binary at
+    them, and a boto3 session for checking what landed."""
+    import boto3
+
+    if not MOTO_SERVER.exists():
+        pytest.fail(f"{MOTO_SERVER} is missing: run tests/setup")
+    port = free_port()
+    process = subprocess.Popen(
+        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(f"{endpoint}/moto-api/", timeout=1)
+            break
+        except requests.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("moto_server did not start")
+            time.sleep(0.1)
+    session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    suffix = uuid.uuid4().hex[:8]
+    names = {"table": f"streamgate-{suffix}", "sources": f"sources-{suffix}", "media": f"media-{suffix}"}
+    s3 = session.client("s3", endpoint_url=endpoint)
+    for bucket in (names["sources"], names["media"]):
+        s3.create_bucket(Bucket=bucket)
+    dynamodb = session.client("dynamodb", endpoint_url=endpoint)
+    attribute = lambda name: {"AttributeName": name, "AttributeType": "S"}  # noqa: E731
+    dynamodb.create_table(
+        TableName=names["table"],
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[attribute("pk"), attribute("sk"), attribute("gsi1pk"), attribute("gsi1sk")],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "gsi1",
+                "KeySchema": [
+                    {"AttributeName": "gsi1pk", "KeyType": "HASH"},
+                    {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
+    dynamodb.update_time_to_live(
+        TableName=names["table"], TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"}
+    )
+    sqs = session.client("sqs", endpoint_url=endpoint)
+    queues = {name: sqs.create_queue(QueueName=f"{name}-{suffix}")["QueueUrl"] for name in ("jobs", "finalize")}
+    env = {
+        "STREAMGATE_BACKEND": "aws",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "STREAMGATE_TABLE": names["table"],
+        "STREAMGATE_SOURCES_BUCKET": names["sources"],
+        "STREAMGATE_MEDIA_BUCKET": names["media"],
+        "STREAMGATE_JOBS_QUEUE_URL": queues["jobs"],
+        "STREAMGATE_FINALIZE_QUEUE_URL": queues["finalize"],
+        "STREAMGATE_S3_PATH_STYLE": "true",
+        "STREAMGATE_SESSION_KEY": paserk_secret(),
+        "RUST_LOG": "warn",
+    }
+    yield {"env": env, "session": session, "endpoint": endpoint, "names": names}
+    process.terminate()
+    process.wait()

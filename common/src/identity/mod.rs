@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use alloy_primitives::Address;
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use chrono::{DateTime, Utc};
@@ -210,6 +210,25 @@ where
         };
         let sessions = Sessions::from_ref(state);
         Ok(Self(sessions.verify(token).await.map_err(AuthError::from)?))
+    }
+}
+
+/// `Option<Authenticated>`: `None` for a request without `Authorization`; a token that is sent must be
+/// valid (401 otherwise), so a client never silently loses its identity.
+impl<S> OptionalFromRequestParts<S> for Authenticated
+where
+    Sessions: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(None);
+        }
+        <Self as FromRequestParts<S>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
     }
 }
 

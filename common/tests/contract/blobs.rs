@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::blobs::{BlobError, Blobs, CompletedPart};
+use futures::StreamExt;
 
 const MIB: usize = 1024 * 1024;
 
@@ -79,6 +80,29 @@ async fn objects(blobs: &dyn Blobs) {
         .expect("put_file");
     assert_eq!(meta.size, (3 * MIB + 7) as u64);
     assert_eq!(blobs.get("media/a/one").await.expect("get"), pattern(3 * MIB + 7, 2));
+
+    // Streamed reads give the same bytes, in more than one chunk for a large object.
+    let mut chunks = blobs.get_stream("media/a/one").await.expect("get_stream");
+    let (mut streamed, mut count) = (Vec::new(), 0);
+    while let Some(chunk) = chunks.next().await {
+        streamed.extend_from_slice(&chunk.expect("chunk"));
+        count += 1;
+    }
+    assert_eq!(Bytes::from(streamed), pattern(3 * MIB + 7, 2));
+    assert!(count > 1, "read in {count} chunk");
+    assert!(matches!(
+        blobs.get_stream("media/none").await,
+        Err(BlobError::NotFound(_))
+    ));
+    // A prefix that ends mid-segment lists what starts with it.
+    let listed: Vec<String> = blobs
+        .list("media/a/o")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(listed, ["media/a/one"]);
 
     blobs.delete("media/a/one").await.expect("delete");
     blobs
