@@ -110,6 +110,10 @@ pub struct Config {
     /// Sign-in nonce lifetime (`STREAMGATE_NONCE_TTL`, seconds, default 600).
     pub nonce_ttl: Duration,
     pub uploads: UploadLimits,
+    /// Whether the embedded blob store waits for the disk (fsync) before an object becomes visible
+    /// (`STREAMGATE_SYNC_WRITES`, default true). Without it objects are still whole or absent after this
+    /// process crashes, but the last ones written may be lost if the machine does.
+    pub sync_writes: bool,
 }
 
 /// What uploads may be, and how long they live.
@@ -291,6 +295,10 @@ impl Config {
             session_ttl,
             nonce_ttl,
             uploads,
+            sync_writes: match get("STREAMGATE_SYNC_WRITES") {
+                None => true,
+                value => parse_bool("STREAMGATE_SYNC_WRITES", value)?,
+            },
         })
     }
 }

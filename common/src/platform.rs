@@ -92,6 +92,7 @@ impl Ports {
         let public_url = config.public_url_for(std::net::SocketAddr::from(([127, 0, 0, 1], config.port)));
         let bucket = |name: &str| {
             local::LocalBlobs::open(dir, name, signer.clone(), public_url.clone())
+                .map(|blobs| blobs.with_sync(config.sync_writes))
                 .map_err(|e| fail("cannot open the blob store", &e))
         };
         let sources = bucket(names::SOURCES_BUCKET)?.with_events(Arc::new(storage_events.clone()), "sources/");

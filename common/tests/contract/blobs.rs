@@ -243,6 +243,8 @@ async fn multipart(blobs: &dyn Blobs, fidelity: Fidelity) {
     assert_eq!(stored.slice(..5 * MIB), first);
     assert_eq!(stored.slice(5 * MIB..), second);
 
+    reordered_and_replaced_parts(blobs).await;
+
     // A part smaller than 5 MiB is allowed only last.
     let upload = blobs.create_multipart("sources/small", None).await.expect("create");
     let small1 = blobs
@@ -276,4 +278,79 @@ async fn multipart(blobs: &dyn Blobs, fidelity: Fidelity) {
         Fidelity::Emulated => assert!(late.is_err(), "{late:?}"),
     }
     assert!(blobs.head("sources/small").await.expect("head").is_none());
+}
+
+/// S3's part semantics that resumable uploads lean on: a part uploaded again replaces the earlier one,
+/// parts may arrive in any order, and parts left out of the completion are dropped.
+async fn reordered_and_replaced_parts(blobs: &dyn Blobs) {
+    let part = |n: u32, etag: &str| CompletedPart {
+        part_number: n,
+        etag: etag.to_owned(),
+    };
+    // In order, then part 2 again with other bytes, then a part 4 left out.
+    let key = "sources/replaced";
+    let upload = blobs.create_multipart(key, None).await.expect("create");
+    let e1 = blobs
+        .upload_part(key, &upload, 1, pattern(5 * MIB, 10))
+        .await
+        .expect("1");
+    let stale = blobs
+        .upload_part(key, &upload, 2, pattern(5 * MIB, 11))
+        .await
+        .expect("2");
+    let e3 = blobs.upload_part(key, &upload, 3, pattern(700, 12)).await.expect("3");
+    let e2 = blobs
+        .upload_part(key, &upload, 2, pattern(5 * MIB, 13))
+        .await
+        .expect("2 again");
+    assert_ne!(e2, stale);
+    blobs.upload_part(key, &upload, 4, pattern(10, 14)).await.expect("4");
+    assert!(matches!(
+        blobs
+            .complete_multipart(key, &upload, &[part(1, &e1), part(2, &stale), part(3, &e3)])
+            .await,
+        Err(BlobError::InvalidParts(_))
+    ));
+    blobs
+        .complete_multipart(key, &upload, &[part(1, &e1), part(2, &e2), part(3, &e3)])
+        .await
+        .expect("complete");
+    let stored = blobs.get(key).await.expect("get");
+    let expected: Vec<u8> = [pattern(5 * MIB, 10), pattern(5 * MIB, 13), pattern(700, 12)].concat();
+    assert!(stored == expected, "replaced part not used");
+
+    // Out of order, and only the first two of three listed.
+    let key = "sources/reordered";
+    let upload = blobs.create_multipart(key, None).await.expect("create");
+    let e2 = blobs.upload_part(key, &upload, 2, pattern(900, 21)).await.expect("2");
+    let e1 = blobs
+        .upload_part(key, &upload, 1, pattern(5 * MIB, 20))
+        .await
+        .expect("1");
+    blobs
+        .upload_part(key, &upload, 3, pattern(5 * MIB, 22))
+        .await
+        .expect("3");
+    blobs
+        .complete_multipart(key, &upload, &[part(1, &e1), part(2, &e2)])
+        .await
+        .expect("complete");
+    let stored = blobs.get(key).await.expect("get");
+    assert!(stored == [pattern(5 * MIB, 20), pattern(900, 21)].concat());
+
+    // In order, with the last part left out: the first parts alone make the object.
+    let key = "sources/prefix";
+    let upload = blobs.create_multipart(key, None).await.expect("create");
+    let e1 = blobs
+        .upload_part(key, &upload, 1, pattern(5 * MIB, 30))
+        .await
+        .expect("1");
+    let e2 = blobs.upload_part(key, &upload, 2, pattern(300, 31)).await.expect("2");
+    blobs.upload_part(key, &upload, 3, pattern(300, 32)).await.expect("3");
+    let meta = blobs
+        .complete_multipart(key, &upload, &[part(1, &e1), part(2, &e2)])
+        .await
+        .expect("complete");
+    assert_eq!(meta.size, (5 * MIB + 300) as u64);
+    assert!(blobs.get(key).await.expect("get") == [pattern(5 * MIB, 30), pattern(300, 31)].concat());
 }

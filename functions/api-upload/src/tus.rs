@@ -594,19 +594,28 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Stores part `number`, after renewing the lease: a writer that lost its lease stops before it can
-    /// overwrite the parts of the writer that took over.
+    /// Stores part `number`, after renewing the lease when it is getting old: a writer that lost its lease
+    /// stops before it can overwrite the parts of the writer that took over.
     async fn store_part(&mut self, number: u32, bytes: Vec<u8>) -> Result<(), ApiError> {
-        let mut renewed = self.upload.clone();
-        if let Some(lease) = &mut renewed.lease {
-            lease.until = Utc::now() + LEASE_TTL;
+        // A lease with most of its time left cannot have been taken over: renew only older ones.
+        let now = Utc::now();
+        if self
+            .upload
+            .lease
+            .as_ref()
+            .is_none_or(|lease| lease.until - now < LEASE_TTL * 3 / 4)
+        {
+            let mut renewed = self.upload.clone();
+            if let Some(lease) = &mut renewed.lease {
+                lease.until = now + LEASE_TTL;
+            }
+            self.upload = self
+                .state
+                .uploads
+                .save(&self.upload, renewed)
+                .await
+                .map_err(upload_error)?;
         }
-        self.upload = self
-            .state
-            .uploads
-            .save(&self.upload, renewed)
-            .await
-            .map_err(upload_error)?;
         let multipart = self
             .upload
             .multipart_id

@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tower::ServiceExt;
 use url::Url;
 
+use super::multipart::{self, Joined};
 use crate::blobs::{BlobError, Blobs, ByteChunks, CompletedPart, ObjectMeta, SignedUrl, validate_key};
 use crate::problem::ApiError;
 use crate::queue::Queue;
@@ -51,6 +52,8 @@ struct Inner {
     public_url: Url,
     /// Where notifications go, and the key prefix they are sent for.
     events: Option<(Arc<dyn Queue>, String)>,
+    /// Whether objects reach the disk (fsync) before they become visible.
+    sync: bool,
 }
 
 impl LocalBlobs {
@@ -65,6 +68,7 @@ impl LocalBlobs {
             signer,
             public_url,
             events: None,
+            sync: true,
         };
         for dir in [&inner.root, &inner.tmp, &inner.multipart] {
             std::fs::create_dir_all(dir)?;
@@ -77,6 +81,16 @@ impl LocalBlobs {
     pub fn with_events(self, queue: Arc<dyn Queue>, prefix: &str) -> Self {
         let inner = Inner {
             events: Some((queue, prefix.to_owned())),
+            ..(*self.inner).clone()
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// With `false`, objects become visible once written to the page cache, without waiting for the
+    /// disk: still whole or absent after a crash of this process, but not after one of the machine.
+    pub fn with_sync(self, sync: bool) -> Self {
+        let inner = Inner {
+            sync,
             ..(*self.inner).clone()
         };
         Self { inner: Arc::new(inner) }
@@ -103,7 +117,8 @@ impl LocalBlobs {
         Ok(self.inner.multipart.join(upload_id))
     }
 
-    /// Streams `body` into a synced temporary file; returns it with its size and SHA-256.
+    /// Streams `body` into a temporary file (synced unless disabled); returns it with its size and
+    /// SHA-256.
     async fn write_temp<S, E>(&self, mut body: S) -> Result<(tempfile::TempPath, u64, String), BlobError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -125,13 +140,16 @@ impl LocalBlobs {
             hasher.update(&chunk);
             file.write_all(&chunk).await.map_err(BlobError::backend)?;
         }
-        file.sync_all().await.map_err(BlobError::backend)?;
+        file.flush().await.map_err(BlobError::backend)?;
+        if self.inner.sync {
+            file.sync_all().await.map_err(BlobError::backend)?;
+        }
         Ok((path, size, hex::encode(hasher.finalize())))
     }
 
     async fn commit(
         &self,
-        temp: tempfile::TempPath,
+        staged: Joined,
         key: &str,
         size: u64,
         etag: String,
@@ -141,7 +159,10 @@ impl LocalBlobs {
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await.map_err(BlobError::backend)?;
         }
-        temp.persist(&path).map_err(|e| BlobError::backend(e.error))?;
+        match staged {
+            Joined::Temp(temp) => temp.persist(&path).map_err(|e| BlobError::backend(e.error))?,
+            Joined::Assembly(file) => tokio::fs::rename(file, &path).await.map_err(BlobError::backend)?,
+        }
         write_sidecar(&path, &etag).await?;
         let meta = ObjectMeta {
             key: key.to_owned(),
@@ -165,7 +186,7 @@ impl LocalBlobs {
     {
         validate_key(key)?;
         let (temp, size, hash) = self.write_temp(body).await?;
-        self.commit(temp, key, size, quoted(&hash[..32]), "ObjectCreated:Put")
+        self.commit(Joined::Temp(temp), key, size, quoted(&hash[..32]), "ObjectCreated:Put")
             .await
     }
 
@@ -191,12 +212,9 @@ impl LocalBlobs {
         if read_upload_key(&dir).await?.as_deref() != Some(key) {
             return Err(BlobError::NoSuchUpload(upload_id.to_owned()));
         }
-        let (temp, _, hash) = self.write_temp(body).await?;
-        let etag = quoted(&hash[..32]);
-        let part = dir.join(format!("{part_number:05}.part"));
-        temp.persist(&part).map_err(|e| BlobError::backend(e.error))?;
-        write_sidecar(&part, &etag).await?;
-        Ok(etag)
+        multipart::Upload::new(dir)
+            .put(part_number, body, &self.inner.tmp, MAX_OBJECT_SIZE)
+            .await
     }
 
     fn signed_url(
@@ -244,7 +262,7 @@ fn quoted(hex: &str) -> String {
     format!("\"{hex}\"")
 }
 
-fn sidecar(path: &Path) -> PathBuf {
+pub(super) fn sidecar(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".etag");
     PathBuf::from(name)
@@ -438,59 +456,16 @@ impl Blobs for LocalBlobs {
         if read_upload_key(&dir).await?.as_deref() != Some(key) {
             return Err(BlobError::NoSuchUpload(upload_id.to_owned()));
         }
-        if parts.is_empty() {
-            return Err(BlobError::InvalidParts("name at least one part".into()));
-        }
-        if parts.windows(2).any(|pair| pair[0].part_number >= pair[1].part_number) {
-            return Err(BlobError::InvalidParts(
-                "parts must be listed in ascending order".into(),
-            ));
-        }
-        let mut files = Vec::with_capacity(parts.len());
-        for (index, part) in parts.iter().enumerate() {
-            let path = dir.join(format!("{:05}.part", part.part_number));
-            let Some(meta) = meta_of(&path, key).await? else {
-                return Err(BlobError::InvalidParts(format!(
-                    "part {} was not uploaded",
-                    part.part_number
-                )));
-            };
-            if meta.etag.trim_matches('"') != part.etag.trim_matches('"') {
-                return Err(BlobError::InvalidParts(format!(
-                    "part {}'s ETag does not match",
-                    part.part_number
-                )));
-            }
-            if index + 1 < parts.len() && meta.size < MIN_PART_SIZE {
-                return Err(BlobError::InvalidParts(format!(
-                    "part {} is smaller than 5 MiB",
-                    part.part_number
-                )));
-            }
-            files.push(path);
-        }
-        let temp = tempfile::NamedTempFile::new_in(&self.inner.tmp).map_err(BlobError::backend)?;
-        // Joined on a blocking thread with `std::io::copy`, which the kernel does itself on Linux
-        // (`copy_file_range`): the bytes never pass through this process.
-        let (temp, size) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let (mut out, temp) = temp.into_parts();
-            let mut size = 0u64;
-            for path in &files {
-                size += std::io::copy(&mut std::fs::File::open(path)?, &mut out)?;
-            }
-            out.sync_all()?;
-            Ok((temp, size))
-        })
-        .await
-        .map_err(BlobError::backend)?
-        .map_err(BlobError::backend)?;
+        let (joined, size) = multipart::Upload::new(dir.clone())
+            .join(parts.to_vec(), self.inner.tmp.clone(), MIN_PART_SIZE, self.inner.sync)
+            .await?;
         let mut digest = Sha256::new();
         for part in parts {
             digest.update(part.etag.trim_matches('"').as_bytes());
         }
         let etag = quoted(&format!("{}-{}", &hex::encode(digest.finalize())[..32], parts.len()));
         let meta = self
-            .commit(temp, key, size, etag, "ObjectCreated:CompleteMultipartUpload")
+            .commit(joined, key, size, etag, "ObjectCreated:CompleteMultipartUpload")
             .await?;
         tokio::fs::remove_dir_all(&dir).await.map_err(BlobError::backend)?;
         Ok(meta)

@@ -2,6 +2,7 @@
 
 mod blobs;
 mod db;
+mod multipart;
 mod queue;
 mod store;
 
