@@ -78,6 +78,33 @@ pub trait Blobs: Send + Sync {
     /// Uploads one part (numbered from 1) and returns its ETag.
     async fn upload_part(&self, key: &str, upload_id: &str, part_number: u32, body: Bytes)
     -> Result<String, BlobError>;
+    /// Uploads one part of exactly `len` bytes from a stream, and returns its ETag. A stream that fails or
+    /// ends early stores nothing. This default collects the part in memory and calls
+    /// [`Blobs::upload_part`]; adapters that can write as the bytes arrive do so.
+    async fn upload_part_stream(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+        mut body: ByteChunks,
+    ) -> Result<String, BlobError> {
+        use futures::StreamExt;
+        let mut part = bytes::BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+        while let Some(chunk) = body.next().await {
+            part.extend_from_slice(&chunk?);
+            if part.len() as u64 > len {
+                break;
+            }
+        }
+        if part.len() as u64 != len {
+            return Err(BlobError::InvalidParts(format!(
+                "part {part_number} was to hold {len} bytes, not {}",
+                part.len()
+            )));
+        }
+        self.upload_part(key, upload_id, part_number, part.freeze()).await
+    }
     async fn signed_part_url(
         &self,
         key: &str,

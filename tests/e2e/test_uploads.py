@@ -157,17 +157,17 @@ def wait_for_offset(upload_url: str, token: str, wanted, timeout=10) -> int:
         time.sleep(0.05)
 
 
-def test_a_client_cut_off_mid_chunk_resumes_from_what_arrived(local_server, tmp_path):
+def test_a_client_cut_off_mid_chunk_resumes_from_what_was_kept(local_server, tmp_path):
     token = sign_in(local_server, ALICE)
     path = tmp_path / "flaky.mp4"
-    data = video_file(path, 8 * MIB, seed=4)
+    data = video_file(path, 12 * MIB, seed=4)
     upload_url = create_upload(local_server, token, len(data))
-    # Declare 6 MiB, send 3 MiB and vanish.
-    connection = raw_patch(upload_url, token, 0, 6 * MIB, data[: 3 * MIB])
+    # Declare all 12 MiB (parts of 5 and 7 MiB), send 6 MiB and vanish: the whole first part is kept.
+    connection = raw_patch(upload_url, token, 0, len(data), data[: 6 * MIB])
     time.sleep(0.3)
     connection.close()
     offset = wait_for_offset(upload_url, token, lambda o: o > 0)
-    assert 0 < offset <= 3 * MIB
+    assert offset == 5 * MIB
     # The next write at another offset is refused; at the reported one it is taken.
     wrong = requests.patch(
         upload_url,

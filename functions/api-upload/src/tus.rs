@@ -320,9 +320,10 @@ async fn create(State(state): State<AppState>, auth: Authenticated, request: Req
     let location = HeaderValue::from_str(&location).map_err(|e| ApiError::internal(&e))?;
     let upload = if length == 0 {
         // Nothing to wait for: the empty file is complete now.
-        receive(&state, &upload, 0, Body::empty(), None).await
+        receive(&state, &upload, 0, Body::empty(), Some(0), None).await
     } else if with_upload {
-        receive(&state, &upload, 0, body, Checksum::parse(headers)?).await
+        let declared = number(headers, &header::CONTENT_LENGTH)?;
+        receive(&state, &upload, 0, body, declared, Checksum::parse(headers)?).await
     } else {
         Ok(upload)
     };
@@ -406,7 +407,7 @@ async fn append(
     if declared.is_some_and(|n| offset + n > upload.length) {
         return Err(beyond_length(&upload));
     }
-    let upload = receive(&state, &upload, offset, body, checksum).await?;
+    let upload = receive(&state, &upload, offset, body, declared, checksum).await?;
     Ok((StatusCode::NO_CONTENT, upload_headers(&upload)).into_response())
 }
 
@@ -463,6 +464,22 @@ fn beyond_length(upload: &Upload) -> ApiError {
     )
 }
 
+/// The sizes of the parts that a request of `declared` bytes fills, after `tail` bytes already waiting,
+/// when it fills at least one: every part is at least `part_size`, the last one takes the remainder. `None`
+/// when the bytes only make a longer tail (or there are none).
+fn plan_parts(tail: u64, declared: u64, is_last: bool, part_size: u64) -> Option<Vec<u64>> {
+    let total = tail + declared;
+    if total == 0 || (!is_last && total < part_size) {
+        return None;
+    }
+    let count = (total / part_size).max(1);
+    let mut sizes = vec![part_size; usize::try_from(count).ok()?];
+    if let Some(last) = sizes.last_mut() {
+        *last = total - part_size * (count - 1);
+    }
+    Some(sizes)
+}
+
 /// Takes the lease, writes the chunk and commits it, in a task of its own so that it finishes even when
 /// the client goes away.
 async fn receive(
@@ -470,6 +487,7 @@ async fn receive(
     upload: &Upload,
     offset: u64,
     body: Body,
+    declared: Option<u64>,
     checksum: Option<Checksum>,
 ) -> Result<Upload, ApiError> {
     let leased = state.uploads.lease(upload, LEASE_TTL).await.map_err(upload_error)?;
@@ -480,7 +498,15 @@ async fn receive(
             previous_tail: leased.tail.clone(),
             upload: leased,
         };
-        let result = writer.write(offset, body, checksum).await;
+        let tail = writer.upload.tail.as_ref().map_or(0, |t| t.size);
+        let plan = declared.and_then(|declared| {
+            let is_last = offset + declared == writer.upload.length;
+            plan_parts(tail, declared, is_last, writer.upload.part_size)
+        });
+        let result = match plan {
+            Some(sizes) => writer.write_parts(offset, body, sizes, checksum).await,
+            None => writer.write_buffered(offset, body, checksum).await,
+        };
         match result {
             Ok(()) => writer.commit().await,
             Err(err) => {
@@ -492,6 +518,179 @@ async fn receive(
         }
     });
     task.await.map_err(|e| ApiError::internal(&e))?
+}
+
+/// Pieces are handed between tasks in batches of about this many bytes, not frame by frame.
+const BATCH_BYTES: usize = 512 * 1024;
+
+/// Pieces gathered for one hand-over.
+#[derive(Default)]
+struct Batch {
+    pieces: Vec<Bytes>,
+    len: usize,
+}
+
+impl Batch {
+    /// Adds a piece; the batch when it is full.
+    fn add(&mut self, piece: Bytes) -> Option<Vec<Bytes>> {
+        self.len += piece.len();
+        self.pieces.push(piece);
+        (self.len >= BATCH_BYTES).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Vec<Bytes> {
+        self.len = 0;
+        std::mem::take(&mut self.pieces)
+    }
+}
+
+/// A part being written as its bytes arrive, by a task of its own, so that storing one piece overlaps
+/// with receiving and hashing the next.
+struct PartSink {
+    pieces: tokio::sync::mpsc::Sender<Result<Vec<Bytes>, common::blobs::BlobError>>,
+    batch: Batch,
+    task: tokio::task::JoinHandle<Result<String, common::blobs::BlobError>>,
+}
+
+impl PartSink {
+    fn open(sources: std::sync::Arc<dyn Blobs>, upload: &Upload, number: u32, len: u64) -> Result<Self, ApiError> {
+        let multipart = upload
+            .multipart_id
+            .clone()
+            .ok_or_else(|| ApiError::internal(&"a non-empty upload without a multipart upload"))?;
+        let key = upload.key();
+        let (pieces, received) =
+            tokio::sync::mpsc::channel::<Result<Vec<Bytes>, common::blobs::BlobError>>(8);
+        let batches = futures::stream::unfold(received, |mut received| async move {
+            received.recv().await.map(|batch| (batch, received))
+        });
+        let stream = batches.flat_map(|batch| {
+            let pieces: Vec<Result<Bytes, common::blobs::BlobError>> = match batch {
+                Ok(pieces) => pieces.into_iter().map(Ok).collect(),
+                Err(err) => vec![Err(err)],
+            };
+            futures::stream::iter(pieces)
+        });
+        let task = tokio::spawn(async move {
+            sources
+                .upload_part_stream(&key, &multipart, number, len, Box::pin(stream))
+                .await
+        });
+        Ok(Self {
+            pieces,
+            batch: Batch::default(),
+            task,
+        })
+    }
+
+    /// Hands on a piece; false when the writing task has already stopped.
+    async fn send(&mut self, piece: Bytes) -> bool {
+        match self.batch.add(piece) {
+            Some(batch) => self.pieces.send(Ok(batch)).await.is_ok(),
+            None => true,
+        }
+    }
+
+    /// Waits for the part to be stored; its ETag.
+    async fn finish(mut self) -> Result<String, ApiError> {
+        let rest = self.batch.take();
+        if !rest.is_empty() {
+            // A send that fails means the task stopped; its own error follows.
+            let _ = self.pieces.send(Ok(rest)).await;
+        }
+        drop(self.pieces);
+        self.task.await.map_err(|e| ApiError::internal(&e))?.map_err(blob_error)
+    }
+
+    /// Stops writing: the part is not stored.
+    async fn abandon(self) {
+        let stop = common::blobs::BlobError::Backend("the request ended before the part was whole".into());
+        let _ = self.pieces.send(Err(stop)).await;
+        drop(self.pieces);
+        let _ = self.task.await;
+    }
+}
+
+/// What the hashing thread is given.
+enum ToHash {
+    Pieces(Vec<Bytes>),
+    /// Keep the digest state at this point.
+    Mark,
+}
+
+/// The upload's running SHA-256 (and the chunk's checksum digest) computed on a thread of its own, so that
+/// hashing one piece overlaps with receiving and storing the next.
+struct Hashing {
+    pieces: tokio::sync::mpsc::Sender<ToHash>,
+    batch: Batch,
+    task: tokio::task::JoinHandle<Hashed>,
+}
+
+struct Hashed {
+    hasher: sha2::Sha256,
+    /// The saved state at each mark, in order.
+    marks: Vec<String>,
+    digest: Option<ChunkDigest>,
+}
+
+impl Hashing {
+    fn start(hasher: sha2::Sha256, digest: Option<ChunkDigest>) -> Self {
+        let (pieces, mut received) = tokio::sync::mpsc::channel(8);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut hashed = Hashed {
+                hasher,
+                marks: Vec::new(),
+                digest,
+            };
+            while let Some(input) = received.blocking_recv() {
+                match input {
+                    ToHash::Pieces(pieces) => {
+                        for piece in pieces {
+                            hashed.hasher.update(&piece);
+                            if let Some(digest) = &mut hashed.digest {
+                                digest.update(&piece);
+                            }
+                        }
+                    }
+                    ToHash::Mark => hashed.marks.push(save_hash(&hashed.hasher)),
+                }
+            }
+            hashed
+        });
+        Self {
+            pieces,
+            batch: Batch::default(),
+            task,
+        }
+    }
+
+    async fn hand_over(&self, input: ToHash) -> Result<(), ApiError> {
+        self.pieces
+            .send(input)
+            .await
+            .map_err(|_| ApiError::internal(&"the hashing thread stopped"))
+    }
+
+    async fn add(&mut self, piece: Bytes) -> Result<(), ApiError> {
+        match self.batch.add(piece) {
+            Some(batch) => self.hand_over(ToHash::Pieces(batch)).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Keeps the digest state after the pieces added so far.
+    async fn mark(&mut self) -> Result<(), ApiError> {
+        let rest = self.batch.take();
+        self.hand_over(ToHash::Pieces(rest)).await?;
+        self.hand_over(ToHash::Mark).await
+    }
+
+    async fn finish(mut self) -> Result<Hashed, ApiError> {
+        let rest = self.batch.take();
+        self.hand_over(ToHash::Pieces(rest)).await?;
+        drop(self.pieces);
+        self.task.await.map_err(|e| ApiError::internal(&e))
+    }
 }
 
 /// One request's writing to a leased upload.
@@ -508,8 +707,139 @@ impl Writer<'_> {
         self.state.sources.as_ref()
     }
 
-    /// Streams `body` into parts; on success `self.next` describes the upload with the chunk in it.
-    async fn write(&mut self, offset: u64, body: Body, checksum: Option<Checksum>) -> Result<(), ApiError> {
+    /// Checks one more piece of the body against the limits.
+    fn admit(&self, offset: u64, received: u64) -> Result<(), ApiError> {
+        if received > self.state.limits.max_chunk {
+            return Err(chunk_too_large(self.state));
+        }
+        if offset + received > self.upload.length {
+            return Err(beyond_length(&self.upload));
+        }
+        Ok(())
+    }
+
+    /// Writes a body of known length that fills the parts `sizes`, each as its bytes arrive (after the
+    /// tail's, for the first). A body cut short keeps the parts it filled and drops the rest.
+    async fn write_parts(
+        &mut self,
+        offset: u64,
+        body: Body,
+        sizes: Vec<u64>,
+        checksum: Option<Checksum>,
+    ) -> Result<(), ApiError> {
+        let start = self.upload.clone();
+        let mut hashing = Hashing::start(
+            restore_hash(start.hash_state.as_deref())?,
+            checksum.as_ref().map(Checksum::digest),
+        );
+        let mut part = 0usize;
+        let mut filled = 0u64;
+        let mut sink = Some(PartSink::open(
+            self.state.sources.clone(),
+            &start,
+            start.parts + 1,
+            sizes[0],
+        )?);
+        if let Some(tail) = &start.tail {
+            let bytes = self.sources().get(&tail.key).await.map_err(blob_error)?;
+            filled = bytes.len() as u64;
+            let mut current = sink_of(&mut sink);
+            if !current.send(bytes).await {
+                return Err(self.stopped(current).await);
+            }
+            sink = Some(current);
+        }
+        let mut received = 0u64;
+        let mut interrupted = false;
+        let mut stream = body.into_data_stream();
+        'body: while let Some(frame) = stream.next().await {
+            let mut bytes = match frame {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    tracing::info!(video_id = %start.id, received, error = %err, "the client stopped mid-chunk");
+                    interrupted = true;
+                    break;
+                }
+            };
+            received += bytes.len() as u64;
+            if let Err(err) = self.admit(offset, received) {
+                if let Some(sink) = sink.take() {
+                    sink.abandon().await;
+                }
+                return Err(err);
+            }
+            while !bytes.is_empty() {
+                let Some(current) = &mut sink else {
+                    // More bytes than the declared length: hyper stops such bodies; refuse if one gets here.
+                    interrupted = true;
+                    break 'body;
+                };
+                let room = sizes[part] - filled;
+                let piece = bytes.split_to(bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX)));
+                hashing.add(piece.clone()).await?;
+                filled += piece.len() as u64;
+                if !current.send(piece).await {
+                    return Err(self.stopped(sink_of(&mut sink)).await);
+                }
+                if filled == sizes[part] {
+                    hashing.mark().await?;
+                    let etag = sink_of(&mut sink).finish().await?;
+                    let number = start.parts + 1 + part as u32;
+                    self.record_part(number, etag, sizes[part]).await?;
+                    part += 1;
+                    filled = 0;
+                    if let Some(&size) = sizes.get(part) {
+                        sink = Some(PartSink::open(self.state.sources.clone(), &start, number + 1, size)?);
+                    }
+                }
+            }
+        }
+        metrics::counter!("streamgate_upload_bytes_total").increment(received);
+        let whole = !interrupted && part == sizes.len();
+        if let Some(sink) = sink.take() {
+            sink.abandon().await;
+        }
+        let Hashed { hasher, marks, digest } = hashing.finish().await?;
+        if let Some(checksum) = checksum {
+            if !whole {
+                return Err(ApiError::bad_request(
+                    "upload_interrupted",
+                    "the chunk did not arrive whole, so its checksum cannot be checked; it was dropped",
+                ));
+            }
+            if digest.is_none_or(|digest| !checksum.matches(digest)) {
+                return Err(checksum_mismatch());
+            }
+        }
+        // The parts filled are kept; bytes after the last of them are dropped.
+        if part == 0 {
+            return Ok(());
+        }
+        let tail = start.tail.as_ref().map_or(0, |t| t.size);
+        let next = &mut self.upload;
+        next.offset = start.offset - tail + sizes[..part].iter().sum::<u64>();
+        next.parts = start.parts + part as u32;
+        next.hash_state = marks.get(part - 1).cloned();
+        next.tail = None;
+        if next.offset == next.length {
+            next.sha256 = Some(hex::encode(hasher.finalize()));
+            self.finish().await?;
+        } else {
+            self.upload.expires_at = Utc::now() + expiry(self.state);
+        }
+        Ok(())
+    }
+
+    /// The error of a part whose writing task stopped early.
+    async fn stopped(&self, sink: PartSink) -> ApiError {
+        match sink.finish().await {
+            Err(err) => err,
+            Ok(_) => ApiError::internal(&"a part was stored before all its bytes were sent"),
+        }
+    }
+
+    /// Writes a body into memory and parts as it fills them; what is left after it becomes the tail.
+    async fn write_buffered(&mut self, offset: u64, body: Body, checksum: Option<Checksum>) -> Result<(), ApiError> {
         let start = self.upload.clone();
         let mut hasher = restore_hash(start.hash_state.as_deref())?;
         let mut digest = checksum.as_ref().map(Checksum::digest);
@@ -534,12 +864,7 @@ impl Writer<'_> {
                 }
             };
             received += bytes.len() as u64;
-            if received > self.state.limits.max_chunk {
-                return Err(chunk_too_large(self.state));
-            }
-            if offset + received > start.length {
-                return Err(beyond_length(&start));
-            }
+            self.admit(offset, received)?;
             hasher.update(&bytes);
             if let Some(digest) = &mut digest {
                 digest.update(&bytes);
@@ -594,28 +919,50 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Stores part `number`, after renewing the lease when it is getting old: a writer that lost its lease
-    /// stops before it can overwrite the parts of the writer that took over.
-    async fn store_part(&mut self, number: u32, bytes: Vec<u8>) -> Result<(), ApiError> {
-        // A lease with most of its time left cannot have been taken over: renew only older ones.
+    /// Renews the lease when it is getting old: a writer that lost its lease stops before it can
+    /// overwrite the parts of the writer that took over. A lease with most of its time left cannot have
+    /// been taken over.
+    async fn renew_lease(&mut self) -> Result<(), ApiError> {
         let now = Utc::now();
         if self
             .upload
             .lease
             .as_ref()
-            .is_none_or(|lease| lease.until - now < LEASE_TTL * 3 / 4)
+            .is_some_and(|lease| lease.until - now >= LEASE_TTL * 3 / 4)
         {
-            let mut renewed = self.upload.clone();
-            if let Some(lease) = &mut renewed.lease {
-                lease.until = now + LEASE_TTL;
-            }
-            self.upload = self
-                .state
-                .uploads
-                .save(&self.upload, renewed)
-                .await
-                .map_err(upload_error)?;
+            return Ok(());
         }
+        let mut renewed = self.upload.clone();
+        if let Some(lease) = &mut renewed.lease {
+            lease.until = now + LEASE_TTL;
+        }
+        self.upload = self
+            .state
+            .uploads
+            .save(&self.upload, renewed)
+            .await
+            .map_err(upload_error)?;
+        Ok(())
+    }
+
+    /// Records a stored part, under a lease still held.
+    async fn record_part(&mut self, number: u32, etag: String, size: u64) -> Result<(), ApiError> {
+        self.renew_lease().await?;
+        let part = Part {
+            part_number: number,
+            etag,
+            size,
+        };
+        self.state
+            .uploads
+            .put_part(&self.upload.id, &part, self.upload.expires_at)
+            .await
+            .map_err(store_error)
+    }
+
+    /// Stores part `number` from memory.
+    async fn store_part(&mut self, number: u32, bytes: Vec<u8>) -> Result<(), ApiError> {
+        self.renew_lease().await?;
         let multipart = self
             .upload
             .multipart_id
@@ -627,16 +974,7 @@ impl Writer<'_> {
             .upload_part(&self.upload.key(), &multipart, number, Bytes::from(bytes))
             .await
             .map_err(blob_error)?;
-        let part = Part {
-            part_number: number,
-            etag,
-            size,
-        };
-        self.state
-            .uploads
-            .put_part(&self.upload.id, &part, self.upload.expires_at)
-            .await
-            .map_err(store_error)
+        self.record_part(number, etag, size).await
     }
 
     /// The last byte arrived: the video learns its source, then the object lands at `sources/{id}`.
@@ -699,5 +1037,31 @@ impl Writer<'_> {
             }
         }
         Ok(committed)
+    }
+}
+
+/// The sink a part is being written to; only called while there is one.
+fn sink_of(sink: &mut Option<PartSink>) -> PartSink {
+    match sink.take() {
+        Some(sink) => sink,
+        None => unreachable!("a part sink is open while its part is being filled"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_parts;
+
+    const P: u64 = 5;
+
+    #[test]
+    fn requests_fill_whole_parts_and_leave_small_ones_as_tails() {
+        assert_eq!(plan_parts(0, 5, false, P), Some(vec![5]));
+        assert_eq!(plan_parts(0, 4, false, P), None);
+        assert_eq!(plan_parts(3, 4, false, P), Some(vec![7]));
+        assert_eq!(plan_parts(0, 12, false, P), Some(vec![5, 7]));
+        assert_eq!(plan_parts(0, 3, true, P), Some(vec![3]));
+        assert_eq!(plan_parts(2, 11, true, P), Some(vec![5, 8]));
+        assert_eq!(plan_parts(0, 0, true, P), None);
     }
 }

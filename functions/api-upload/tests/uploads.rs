@@ -118,12 +118,28 @@ impl App {
         path
     }
 
-    async fn patch(&self, token: &str, path: &str, offset: u64, body: impl Into<Body>) -> Answer {
+    /// A PATCH with `Content-Length`, as clients send them.
+    async fn patch(&self, token: &str, path: &str, offset: u64, body: Vec<u8>) -> Answer {
         self.send(
             self.tus("PATCH", path, token)
                 .header("upload-offset", offset.to_string())
                 .header("content-type", "application/offset+octet-stream")
-                .body(body.into())
+                .header("content-length", body.len().to_string())
+                .body(Body::from(body))
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// A PATCH whose length is unknown until it ends (chunked transfer encoding).
+    async fn patch_streamed(&self, token: &str, path: &str, offset: u64, body: Vec<u8>) -> Answer {
+        let pieces: Vec<Result<Bytes, std::io::Error>> =
+            body.chunks(64 * 1024).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        self.send(
+            self.tus("PATCH", path, token)
+                .header("upload-offset", offset.to_string())
+                .header("content-type", "application/offset+octet-stream")
+                .body(Body::from_stream(futures::stream::iter(pieces)))
                 .expect("request"),
         )
         .await
@@ -290,8 +306,13 @@ async fn an_upload_in_small_chunks_becomes_the_source() {
 
     // 1 MiB chunks: five requests fill each 5 MiB part, the rest waits in a tail object.
     let mut offset = 0usize;
-    for chunk in data.chunks(MIB as usize) {
-        let answer = app.patch(&app.alice, &path, offset as u64, chunk.to_vec()).await;
+    for (i, chunk) in data.chunks(MIB as usize).enumerate() {
+        let answer = if i % 3 == 0 {
+            app.patch_streamed(&app.alice, &path, offset as u64, chunk.to_vec())
+                .await
+        } else {
+            app.patch(&app.alice, &path, offset as u64, chunk.to_vec()).await
+        };
         assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
         offset += chunk.len();
         assert_eq!(answer.header("upload-offset"), Some(offset.to_string().as_str()));
@@ -585,6 +606,55 @@ async fn a_chunk_cut_off_keeps_what_arrived_unless_it_had_a_checksum() {
         .await
         .expect("source");
     assert!(stored.as_ref() == data.as_slice());
+}
+
+#[tokio::test]
+async fn a_declared_chunk_cut_off_keeps_its_whole_parts() {
+    let app = app().await;
+    let data = bytes_of((12 * MIB) as usize, 12);
+    let path = app.create(&app.alice, data.len() as u64, "").await;
+    // Declares all 12 MiB (parts of 5 and 7 MiB), sends 6 MiB and goes away: the first part is kept.
+    let (body, go) = held_body(data[..(6 * MIB) as usize].to_vec(), None);
+    let request = app
+        .tus("PATCH", &path, &app.alice)
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("content-length", data.len().to_string())
+        .body(body)
+        .expect("request");
+    let pending = tokio::spawn(app.router.clone().oneshot(request));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    drop(go);
+    let _ = pending.await;
+    let head = app.head(&app.alice, &path).await;
+    assert_eq!(head.header("upload-offset"), Some((5 * MIB).to_string().as_str()));
+
+    // A tail, then a declared chunk that completes a part from it and finishes the upload.
+    let answer = app
+        .patch(
+            &app.alice,
+            &path,
+            5 * MIB,
+            data[(5 * MIB) as usize..(6 * MIB) as usize].to_vec(),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    let answer = app
+        .patch(&app.alice, &path, 6 * MIB, data[(6 * MIB) as usize..].to_vec())
+        .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
+    let stored = app
+        .ports
+        .sources
+        .get(&format!("sources/{}", App::id(&path)))
+        .await
+        .expect("source");
+    assert!(stored.as_ref() == data.as_slice());
+    let video = app.video(&path).await.expect("video");
+    assert_eq!(
+        video.source.and_then(|s| s.sha256),
+        Some(hex::encode(sha2::Sha256::digest(&data)))
+    );
 }
 
 #[tokio::test]

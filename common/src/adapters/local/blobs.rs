@@ -432,6 +432,38 @@ impl Blobs for LocalBlobs {
         .await
     }
 
+    async fn upload_part_stream(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: u32,
+        len: u64,
+        body: ByteChunks,
+    ) -> Result<String, BlobError> {
+        // Written as it arrives; a body of another length fails the stream, which stores nothing.
+        let wrong = move |what: &str| BlobError::InvalidParts(format!("part {part_number} is {what} than {len} bytes"));
+        let checked = futures::stream::unfold((body, 0u64, false), move |(mut body, seen, done)| async move {
+            if done {
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    let seen = seen + chunk.len() as u64;
+                    if seen > len {
+                        Some((Err(wrong("longer")), (body, seen, true)))
+                    } else {
+                        Some((Ok(chunk), (body, seen, false)))
+                    }
+                }
+                Some(Err(err)) => Some((Err(err), (body, seen, true))),
+                None if seen == len => None,
+                None => Some((Err(wrong("shorter")), (body, seen, true))),
+            }
+        });
+        self.put_part_stream(key, upload_id, part_number, Box::pin(checked))
+            .await
+    }
+
     async fn signed_part_url(
         &self,
         key: &str,

@@ -22,7 +22,7 @@ const ASSEMBLY: &str = "assembly";
 const INDEX: &str = "assembly.idx";
 const LOCK: &str = "assembly.lock";
 /// Writes to disk go in pieces of about this size.
-const WRITE_SIZE: usize = 4 * 1024 * 1024;
+const WRITE_SIZE: usize = 1024 * 1024;
 
 /// One multipart upload's directory.
 pub(super) struct Upload {
