@@ -186,9 +186,9 @@ def lambda_function(tmp_path):
     """Starts a function in Lambda mode against a Runtime API on loopback."""
     started: list[tuple[Process, RuntimeApi]] = []
 
-    def start(name: str) -> tuple[RuntimeApi, Process]:
+    def start(name: str, extra_env: dict | None = None) -> tuple[RuntimeApi, Process]:
         api = RuntimeApi()
-        env = base_env(tmp_path / name) | {
+        env = base_env(tmp_path / name) | (extra_env or {}) | {
             "AWS_LAMBDA_RUNTIME_API": api.address,
             "AWS_LAMBDA_FUNCTION_NAME": name,
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",

@@ -3,6 +3,8 @@ streamgate-local and against api-upload on the cloud adapters (S3 and DynamoDB o
 multipart uploads through signed part URLs; a client cut off mid-chunk and two clients racing on one
 upload over real sockets."""
 
+import base64
+import copy
 import hashlib
 import json
 import socket
@@ -15,7 +17,7 @@ import pytest
 import requests
 from tusclient import client as tus
 
-from conftest import ROOT
+from conftest import ROOT, event_json, paserk_secret
 from wallets import ALICE, BOB, bearer, sign_in
 
 MIB = 1024 * 1024
@@ -329,3 +331,82 @@ def test_direct_multipart_on_the_cloud_adapters(cloud):
     s3 = cloud["session"].client("s3", endpoint_url=cloud["endpoint"])
     head = s3.head_object(Bucket=cloud["names"]["sources"], Key=f"sources/{created['videoId']}")
     assert head["ContentLength"] == len(data)
+
+
+# On Lambda, function URLs carry binary bodies base64-encoded in an event of at most 6 MB: chunks stop at
+# 4 MiB, and smaller chunks wait in tail objects until a 5 MiB part fills up.
+
+LAMBDA_REQUEST_LIMIT = 6 * 1024 * 1024
+
+
+def function_url_event(method: str, path: str, headers: dict, body: bytes = b"") -> dict:
+    event = copy.deepcopy(event_json("function-url-healthz.json"))
+    event["rawPath"] = event["requestContext"]["http"]["path"] = path
+    event["requestContext"]["http"]["method"] = method
+    event["headers"] |= {name.lower(): value for name, value in headers.items()}
+    if body:
+        event["headers"]["content-length"] = str(len(body))
+        event["body"] = base64.b64encode(body).decode()
+        event["isBase64Encoded"] = True
+    return event
+
+
+def lambda_call(api, method: str, path: str, headers: dict, body: bytes = b"") -> tuple[int, dict]:
+    event = function_url_event(method, path, headers, body)
+    assert len(json.dumps(event)) < LAMBDA_REQUEST_LIMIT, "the request would not fit in a Lambda invocation"
+    kind, response = api.invoke(event)
+    assert kind == "response", response
+    return response["statusCode"], {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+
+
+def test_tus_through_lambda_function_urls(lambda_function, knative, tmp_path):
+    key = {"STREAMGATE_SESSION_KEY": paserk_secret()}
+    auth, _ = knative("api-auth", key)
+    token = sign_in(auth, ALICE)
+    api, process = lambda_function("api-upload", key)
+    tus_headers = {"tus-resumable": "1.0.0", "authorization": f"Bearer {token}"}
+
+    status, headers = lambda_call(api, "OPTIONS", "/v1/uploads", {})
+    assert status == 204, headers
+    chunk_limit = int(headers["streamgate-max-chunk-size"])
+    assert chunk_limit == 4 * MIB
+
+    path = tmp_path / "lambda.mp4"
+    data = video_file(path, 9 * MIB + 100, seed=7)
+    status, headers = lambda_call(api, "POST", "/v1/uploads", tus_headers | {"upload-length": str(len(data))})
+    assert status == 201
+    location = headers["location"]
+    assert location.startswith("https://abcdefghij.lambda-url.us-east-1.on.aws/v1/uploads/"), location
+    upload_path = urlparse(location).path
+
+    patch = tus_headers | {"content-type": "application/offset+octet-stream"}
+    status, _ = lambda_call(api, "PATCH", upload_path, patch | {"upload-offset": "0"}, data[: chunk_limit + 1])
+    assert status == 413
+    offset = 0
+    while offset < len(data):
+        body = data[offset : offset + chunk_limit]
+        status, headers = lambda_call(api, "PATCH", upload_path, patch | {"upload-offset": str(offset)}, body)
+        assert status == 204
+        offset += len(body)
+        assert headers["upload-offset"] == str(offset)
+    status, headers = lambda_call(api, "HEAD", upload_path, tus_headers)
+    assert status == 200
+    assert headers["upload-offset"] == str(len(data))
+    assert headers["cache-control"] == "no-store"
+    assert process.alive()
+
+
+def test_capabilities_and_cors(local_server):
+    discovery = requests.options(f"{local_server}/v1/uploads", timeout=5)
+    assert discovery.status_code == 204
+    assert discovery.headers["tus-version"] == "1.0.0"
+    assert "creation-with-upload" in discovery.headers["tus-extension"]
+    # A browser's preflight gets CORS, and the tus headers are exposed to the page.
+    preflight = requests.options(
+        f"{local_server}/v1/uploads",
+        headers={"origin": "https://app.example", "access-control-request-method": "PATCH"},
+        timeout=5,
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "upload-offset" in preflight.headers["access-control-allow-headers"]

@@ -63,7 +63,7 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ro
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(cors())
+        .layer(PreflightCors(cors()))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -84,6 +84,58 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ro
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
         ))
+}
+
+/// CORS for every request but an `OPTIONS` that is not a preflight (it has no
+/// `Access-Control-Request-Method`): that one reaches the routes, as tus clients discover a server's
+/// capabilities with it. (`tower_http`'s layer answers every `OPTIONS` itself.)
+#[derive(Clone)]
+struct PreflightCors(CorsLayer);
+
+impl<S: Clone> tower::Layer<S> for PreflightCors {
+    type Service = PreflightCorsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PreflightCorsService {
+            cors: self.0.layer(inner.clone()),
+            plain: inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct PreflightCorsService<S> {
+    cors: tower_http::cors::Cors<S>,
+    plain: S,
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for PreflightCorsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone,
+    R: Default,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = futures::future::Either<
+        tower::util::Oneshot<S, http::Request<B>>,
+        tower::util::Oneshot<tower_http::cors::Cors<S>, http::Request<B>>,
+    >;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        // Each call readies its own clone.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use tower::ServiceExt;
+        let plain_options = request.method() == Method::OPTIONS
+            && !request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if plain_options {
+            futures::future::Either::Left(self.plain.clone().oneshot(request))
+        } else {
+            futures::future::Either::Right(self.cors.clone().oneshot(request))
+        }
+    }
 }
 
 /// Players and upload clients run on other origins and send bearer tokens, never cookies, so any origin
@@ -116,6 +168,7 @@ fn cors() -> CorsLayer {
         "upload-length",
         "upload-metadata",
         "upload-expires",
+        "streamgate-max-chunk-size",
         "content-range",
         "accept-ranges",
     ];
@@ -164,6 +217,7 @@ async fn record_request(State(function): State<&'static str>, request: Request, 
 mod tests {
     use super::*;
     use axum::body::{Body, to_bytes};
+    use axum::http::StatusCode;
     use tower::ServiceExt;
 
     async fn boom() -> &'static str {
@@ -190,6 +244,47 @@ mod tests {
             Response::from_parts(parts, Body::empty()),
             serde_json::from_slice(&bytes).unwrap_or_default(),
         )
+    }
+
+    #[tokio::test]
+    async fn preflights_get_cors_and_plain_options_reach_the_routes() {
+        let info = FunctionInfo {
+            name: "api-test",
+            version: "1.2.3",
+        };
+        let router = Router::new().route(
+            "/things",
+            get(|| async { "list" }).options(|| async { (StatusCode::NO_CONTENT, [("x-capabilities", "all")]) }),
+        );
+        let app = http_app(info, router, MetricsRoute::Off);
+        let preflight = Request::options("/things")
+            .header("origin", "https://player.example")
+            .header("access-control-request-method", "PATCH")
+            .header("access-control-request-headers", "upload-offset")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.clone().oneshot(preflight).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
+        assert!(!response.headers().contains_key("x-capabilities"));
+
+        let plain = Request::options("/things").body(Body::empty()).expect("request");
+        let response = app.clone().oneshot(plain).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(response.headers()["x-capabilities"], "all");
+
+        let cross_origin = Request::get("/things")
+            .header("origin", "https://player.example")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.oneshot(cross_origin).await.expect("infallible");
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
+        assert!(
+            response.headers()["access-control-expose-headers"]
+                .to_str()
+                .expect("ascii")
+                .contains("upload-offset")
+        );
     }
 
     #[tokio::test]

@@ -215,15 +215,14 @@ fn restore_hash(saved: Option<&str>) -> Result<sha2::Sha256, ApiError> {
     sha2::Sha256::deserialize(state).map_err(|e| corrupt(e.to_string()))
 }
 
-/// Whether a request carries a body: a length header or, for streamed bodies, anything but a known 0.
+/// Whether a request carries a body: by its `Content-Length` or `Transfer-Encoding`, or, where neither
+/// was given (bodies built in process), by the bytes it is known to hold.
 fn has_body(headers: &HeaderMap, body: &Body) -> bool {
     use axum::body::HttpBody;
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || number(headers, &header::CONTENT_LENGTH)
-            .ok()
-            .flatten()
-            .is_some_and(|n| n > 0)
-        || body.size_hint().exact() != Some(0)
+    match number(headers, &header::CONTENT_LENGTH).ok().flatten() {
+        Some(length) => length > 0,
+        None => headers.contains_key(header::TRANSFER_ENCODING) || body.size_hint().lower() > 0,
+    }
 }
 
 fn require_octet_stream(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -559,8 +558,7 @@ impl PartSink {
             .clone()
             .ok_or_else(|| ApiError::internal(&"a non-empty upload without a multipart upload"))?;
         let key = upload.key();
-        let (pieces, received) =
-            tokio::sync::mpsc::channel::<Result<Vec<Bytes>, common::blobs::BlobError>>(8);
+        let (pieces, received) = tokio::sync::mpsc::channel::<Result<Vec<Bytes>, common::blobs::BlobError>>(8);
         let batches = futures::stream::unfold(received, |mut received| async move {
             received.recv().await.map(|batch| (batch, received))
         });
