@@ -15,9 +15,11 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
+from cloudevents.core.bindings.http import to_binary_event
 from tusclient import client as tus
 
 from conftest import ROOT, event_json, paserk_secret
+from test_runtime import cloud_event, post_event
 from wallets import ALICE, BOB, bearer, sign_in
 
 MIB = 1024 * 1024
@@ -410,3 +412,62 @@ def test_capabilities_and_cors(local_server):
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "*"
     assert "upload-offset" in preflight.headers["access-control-allow-headers"]
+
+
+def patch_once(upload_url: str, token: str, offset: int, body: bytes) -> requests.Response:
+    return requests.patch(
+        upload_url,
+        data=body,
+        headers={"tus-resumable": "1.0.0", "upload-offset": str(offset), "content-type": "application/offset+octet-stream"}
+        | bearer(token),
+        timeout=10,
+    )
+
+
+def wait_for_status(api: str, token: str, upload_url: str, status: str, timeout=20) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        video = video_of(api, token, upload_url)
+        if video["status"] == status or time.monotonic() > deadline:
+            return video
+        time.sleep(0.2)
+
+
+def test_abandoned_uploads_expire_locally(start_local):
+    url, _ = start_local({"STREAMGATE_UPLOAD_EXPIRY": "1", "STREAMGATE_SCHEDULE_INTERVAL": "1"})
+    token = sign_in(url, ALICE)
+    upload_url = create_upload(url, token, 10 * MIB)
+    assert patch_once(upload_url, token, 0, b"x" * MIB).status_code == 204
+    video = wait_for_status(url, token, upload_url, "failed")
+    assert video["status"] == "failed"
+    assert video["error"]["code"] == "upload_expired"
+    gone = head(upload_url, token)
+    assert gone.status_code == 410
+
+
+def test_abandoned_uploads_expire_on_the_cloud_adapters(aws_stack, knative):
+    env = aws_stack["env"] | {"STREAMGATE_DOMAIN": "streamgate.test", "STREAMGATE_UPLOAD_EXPIRY": "1"}
+    cloud = {"auth": knative("api-auth", env)[0], **aws_stack}
+    upload = knative("api-upload", env)[0]
+    videos = knative("api-videos", env)[0]
+    on_upload = knative("on-upload", env)[0]
+    token = cloud_sign_in(cloud, BOB)
+    upload_url = create_upload(upload, token, 10 * MIB)
+    # A part, then a tail object: both must go.
+    assert patch_once(upload_url, token, 0, b"y" * (6 * MIB)).status_code == 204
+    assert patch_once(upload_url, token, 6 * MIB, b"z" * MIB).status_code == 204
+    s3 = aws_stack["session"].client("s3", endpoint_url=aws_stack["endpoint"])
+    bucket = aws_stack["names"]["sources"]
+    video_id = upload_url.rsplit("/", 1)[-1]
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=f"uploads/{video_id}/").get("KeyCount") == 1
+    time.sleep(1.5)
+    # The schedule's tick, as Knative's PingSource sends it.
+    tick = cloud_event("dev.knative.sources.ping", None, content_type=None)
+    assert post_event(on_upload, to_binary_event(tick)).status_code == 202
+    video = video_of(videos, token, upload_url)
+    assert video["status"] == "failed"
+    assert video["error"]["code"] == "upload_expired"
+    assert head(upload_url, token).status_code == 410
+    assert s3.list_objects_v2(Bucket=bucket, Prefix=f"uploads/{video_id}/").get("KeyCount") == 0
+    pending = [u for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) if video_id in u["Key"]]
+    assert pending == []
