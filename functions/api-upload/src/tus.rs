@@ -272,8 +272,20 @@ async fn create(State(state): State<AppState>, auth: Authenticated, request: Req
         .and_then(metadata::Fields::validate)
         .map_err(|detail| ApiError::bad_request("invalid_metadata", detail))?;
     let with_upload = has_body(headers, &body);
+    let declared = number(headers, &header::CONTENT_LENGTH)?;
+    let checksum = Checksum::parse(headers)?;
     if with_upload {
         require_octet_stream(headers)?;
+        if declared.is_some_and(|n| n > state.limits.max_chunk) {
+            return Err(chunk_too_large(&state));
+        }
+        if declared.is_some_and(|n| n > length) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "upload_too_large",
+                format!("the body is longer than the Upload-Length of {length}"),
+            ));
+        }
     }
 
     let id = VideoId::generate();
@@ -321,8 +333,7 @@ async fn create(State(state): State<AppState>, auth: Authenticated, request: Req
         // Nothing to wait for: the empty file is complete now.
         receive(&state, &upload, 0, Body::empty(), Some(0), None).await
     } else if with_upload {
-        let declared = number(headers, &header::CONTENT_LENGTH)?;
-        receive(&state, &upload, 0, body, declared, Checksum::parse(headers)?).await
+        receive(&state, &upload, 0, body, declared, checksum).await
     } else {
         Ok(upload)
     };
@@ -750,7 +761,7 @@ impl Writer<'_> {
         let mut received = 0u64;
         let mut interrupted = false;
         let mut stream = body.into_data_stream();
-        'body: while let Some(frame) = stream.next().await {
+        'body: while let Some(frame) = next_frame(&mut stream).await {
             let mut bytes = match frame {
                 Ok(bytes) => bytes,
                 Err(err) => {
@@ -852,7 +863,7 @@ impl Writer<'_> {
         let mut pending = start.parts;
         let mut stream = body.into_data_stream();
         let mut interrupted = false;
-        while let Some(frame) = stream.next().await {
+        while let Some(frame) = next_frame(&mut stream).await {
             let bytes = match frame {
                 Ok(bytes) => bytes,
                 Err(err) => {
@@ -1035,6 +1046,21 @@ impl Writer<'_> {
             }
         }
         Ok(committed)
+    }
+}
+
+/// How long a request may send nothing before it counts as cut off, so that a stalled client cannot
+/// hold an upload's lease.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The next piece of a request body; a body silent for [`IDLE_TIMEOUT`] ends in an error.
+async fn next_frame(stream: &mut axum::body::BodyDataStream) -> Option<Result<Bytes, axum::Error>> {
+    match tokio::time::timeout(IDLE_TIMEOUT, stream.next()).await {
+        Ok(frame) => frame,
+        Err(_) => Some(Err(axum::Error::new(format!(
+            "no bytes for {} seconds",
+            IDLE_TIMEOUT.as_secs()
+        )))),
     }
 }
 
