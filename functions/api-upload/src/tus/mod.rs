@@ -5,7 +5,7 @@
 //! wait in a tail object (`uploads/{id}/tail-{version}`) for the next request, as tusd's S3 store does, so
 //! clients may send chunks smaller than S3's 5 MiB part minimum (and must, on Lambda). A request writes
 //! only under its lease and commits its new offset in one conditional write; bytes it stored but did not
-//! commit are never referenced. The work runs in its own task ([`writer`]), so a client that disconnects
+//! commit are never referenced. The work runs in its own task (see `writer`), so a client that disconnects
 //! mid-chunk still has a consistent upload and the lease released: a chunk of declared length keeps the
 //! whole parts it filled, one of unknown length keeps what arrived, and one with a checksum that can no
 //! longer be checked keeps nothing.
