@@ -114,7 +114,24 @@ pub struct Config {
     /// (`STREAMGATE_SYNC_WRITES`, default true). Without it objects are still whole or absent after this
     /// process crashes, but the last ones written may be lost if the machine does.
     pub sync_writes: bool,
+    pub media: crate::media::MediaLimits,
+    pub transcoding: Transcoding,
 }
+
+/// How sources become streams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transcoding {
+    /// The rungs (`STREAMGATE_LADDER`, e.g. `720p,360p`; default all five), largest first.
+    pub ladder: Vec<crate::ladder::RungSpec>,
+    /// The x264 preset (`STREAMGATE_X264_PRESET`, default `veryfast`).
+    pub preset: String,
+    /// Seconds of source per transcoding job (`STREAMGATE_CHUNK_SECONDS`, default 32), a multiple of the
+    /// 4-second segment.
+    pub chunk_seconds: u32,
+}
+
+/// Seconds per media segment.
+pub const SEGMENT_SECONDS: u32 = 4;
 
 /// What uploads may be, and how long they live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,6 +293,60 @@ impl Config {
                 });
             }
         };
+        let float = |name: &'static str, default: f64| -> Result<f64, ConfigError> {
+            match get(name) {
+                None => Ok(default),
+                Some(value) => value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite() && *v > 0.0)
+                    .ok_or(ConfigError::Invalid {
+                        name,
+                        value,
+                        expected: "a positive number",
+                    }),
+            }
+        };
+        let defaults = crate::media::MediaLimits::default();
+        let media = crate::media::MediaLimits {
+            max_duration: float("STREAMGATE_MAX_DURATION", defaults.max_duration)?,
+            max_dimension: parse_num(
+                "STREAMGATE_MAX_DIMENSION",
+                get("STREAMGATE_MAX_DIMENSION"),
+                defaults.max_dimension,
+            )?,
+            max_frame_rate: float("STREAMGATE_MAX_FRAME_RATE", defaults.max_frame_rate)?,
+        };
+        let ladder = match get("STREAMGATE_LADDER") {
+            None => crate::ladder::DEFAULT_LADDER.to_vec(),
+            Some(value) => crate::ladder::parse_ladder(&value).map_err(|_| ConfigError::Invalid {
+                name: "STREAMGATE_LADDER",
+                value,
+                expected: "rung names among 1080p, 720p, 480p, 360p, 240p, comma-separated",
+            })?,
+        };
+        let preset = get("STREAMGATE_X264_PRESET").unwrap_or_else(|| "veryfast".into());
+        if !crate::ladder::X264_PRESETS.contains(&preset.as_str()) {
+            return Err(ConfigError::Invalid {
+                name: "STREAMGATE_X264_PRESET",
+                value: preset,
+                expected: "an x264 preset, ultrafast to placebo",
+            });
+        }
+        let chunk_seconds = parse_num("STREAMGATE_CHUNK_SECONDS", get("STREAMGATE_CHUNK_SECONDS"), 32u32)?;
+        if chunk_seconds == 0 || !chunk_seconds.is_multiple_of(SEGMENT_SECONDS) {
+            return Err(ConfigError::Invalid {
+                name: "STREAMGATE_CHUNK_SECONDS",
+                value: chunk_seconds.to_string(),
+                expected: "a positive multiple of 4 (the segment length)",
+            });
+        }
+        let transcoding = Transcoding {
+            ladder,
+            preset,
+            chunk_seconds,
+        };
         Ok(Self {
             backend,
             data_dir: PathBuf::from(get("STREAMGATE_DATA_DIR").unwrap_or_else(|| "./.streamgate".into())),
@@ -299,6 +370,8 @@ impl Config {
                 None => true,
                 value => parse_bool("STREAMGATE_SYNC_WRITES", value)?,
             },
+            media,
+            transcoding,
         })
     }
 }
@@ -444,6 +517,10 @@ mod tests {
             ("STREAMGATE_S3_PATH_STYLE", "maybe"),
             ("STREAMGATE_MAX_CHUNK_SIZE", "0"),
             ("STREAMGATE_UPLOAD_EXPIRY", "-1"),
+            ("STREAMGATE_LADDER", "4k"),
+            ("STREAMGATE_X264_PRESET", "warp"),
+            ("STREAMGATE_CHUNK_SECONDS", "30"),
+            ("STREAMGATE_MAX_DURATION", "-5"),
         ] {
             let err = config(&[(name, value)]).expect_err(name);
             assert!(err.to_string().starts_with(name), "{err}");

@@ -10,6 +10,8 @@ pub mod config;
 pub mod events;
 pub mod identity;
 pub mod ids;
+pub mod ladder;
+pub mod media;
 pub mod pipeline;
 pub mod platform;
 pub mod problem;

@@ -1,10 +1,15 @@
 //! Messages between the pipeline's stages: `on-upload` sends a [`TranscodeJob`] per chunk (and one for
 //! audio) to the jobs queue; whichever job completes the set sends a [`FinalizeJob`].
 
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::events::EventError;
 use crate::ids::VideoId;
+use crate::ladder::Rendition;
+use crate::store::{Condition, Item, Query, Store, StoreError};
 
 /// One unit of transcoding work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,9 +56,124 @@ pub fn source_key(id: &VideoId) -> String {
     format!("sources/{id}")
 }
 
+/// How a video is transcoded, decided once by `on-upload` from its probe (partition `video#{id}`, sort
+/// key `plan`). Jobs are `video-{index}` for each chunk of `chunk_seconds` of the timeline, and `audio`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub video_id: VideoId,
+    pub duration: f64,
+    pub width: u32,
+    pub height: u32,
+    pub frame_rate: f64,
+    pub has_audio: bool,
+    pub segment_seconds: u32,
+    pub chunk_seconds: u32,
+    pub preset: String,
+    pub renditions: Vec<Rendition>,
+    pub jobs: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The jobs of a timeline of `duration` seconds cut into chunks of `chunk_seconds`: one per chunk, and
+/// one for the audio when there is any.
+pub fn job_names(duration: f64, chunk_seconds: u32, has_audio: bool) -> Vec<String> {
+    let chunks = (duration / f64::from(chunk_seconds)).ceil().max(1.0) as usize;
+    let mut jobs: Vec<String> = (0..chunks).map(|i| format!("video-{i}")).collect();
+    if has_audio {
+        jobs.push("audio".into());
+    }
+    jobs
+}
+
+/// Whether a job is waiting or done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Pending,
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRecord {
+    pub job: String,
+    pub state: JobState,
+}
+
+/// Plans and job records of videos.
+#[derive(Clone)]
+pub struct Jobs {
+    store: Arc<dyn Store>,
+}
+
+fn video_pk(id: &VideoId) -> String {
+    format!("video#{id}")
+}
+
+impl Jobs {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    pub async fn plan(&self, id: &VideoId) -> Result<Option<Plan>, StoreError> {
+        match self.store.get(&video_pk(id), "plan").await? {
+            Some(item) => item.record().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records a plan and its pending jobs; `false` when the video already has a plan (a redelivered
+    /// storage event), which is left as it is.
+    pub async fn create(&self, plan: &Plan) -> Result<bool, StoreError> {
+        let item = Item::from_record(video_pk(&plan.video_id), "plan", plan)?;
+        match self.store.put(item, Some(Condition::NotExists)).await {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed) => return Ok(false),
+            Err(err) => return Err(err),
+        }
+        for job in &plan.jobs {
+            let record = JobRecord {
+                job: job.clone(),
+                state: JobState::Pending,
+            };
+            let item = Item::from_record(video_pk(&plan.video_id), format!("job#{job}"), &record)?;
+            match self.store.put(item, Some(Condition::NotExists)).await {
+                Ok(()) | Err(StoreError::ConditionFailed) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The video's job records.
+    pub async fn records(&self, id: &VideoId) -> Result<Vec<JobRecord>, StoreError> {
+        let mut records = Vec::new();
+        let mut query = Query::prefix("job#");
+        loop {
+            let page = self.store.query(&video_pk(id), query.clone()).await?;
+            for item in &page.items {
+                records.push(item.record()?);
+            }
+            match page.next {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => return Ok(records),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_timeline_is_cut_into_chunk_jobs() {
+        assert_eq!(job_names(60.0, 32, true), ["video-0", "video-1", "audio"]);
+        assert_eq!(job_names(64.0, 32, false), ["video-0", "video-1"]);
+        assert_eq!(job_names(64.1, 32, false).len(), 3);
+        assert_eq!(job_names(0.5, 32, false), ["video-0"]);
+    }
 
     #[test]
     fn jobs_round_trip_and_refuse_strangers() {

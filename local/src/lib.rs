@@ -143,7 +143,7 @@ fn spawn_workers(
         (
             "on-upload",
             Arc::new(local.storage_events.clone()),
-            Arc::new(on_upload::Handler::new(ports)),
+            Arc::new(on_upload::Handler::new(config, ports)),
         ),
         (
             "transcode",
@@ -170,7 +170,7 @@ fn spawn_workers(
 
 fn spawn_schedules(tasks: &mut JoinSet<()>, config: &Config, ports: &Ports, stopped: &watch::Receiver<bool>) {
     let scheduled: [(&str, Arc<dyn EventHandler>); 4] = [
-        ("on-upload", Arc::new(on_upload::Handler::new(ports))),
+        ("on-upload", Arc::new(on_upload::Handler::new(config, ports))),
         ("chain-indexer", Arc::new(chain_indexer::Handler::new(ports))),
         ("gas-monitor", Arc::new(gas_monitor::Handler::new(ports))),
         ("tx-tracker", Arc::new(tx_tracker::Handler::new(ports))),

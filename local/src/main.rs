@@ -6,6 +6,9 @@ use streamgate_local::LocalServer;
 #[tokio::main]
 async fn main() -> ExitCode {
     let info = common::function_info!();
+    if let Err(why) = common::media::check_tools() {
+        fail_start(info, "streamgate-local needs ffmpeg", &why);
+    }
     let config = start(info);
     let server = match LocalServer::start(info, config).await {
         Ok(server) => server,

@@ -1,34 +1,53 @@
-//! `on-upload`: takes the storage event of a finished upload (`sources/{videoId}`), probes the source and
-//! plans its transcoding jobs. On a schedule, it ends uploads that were abandoned before they finished.
+//! `on-upload`: takes the storage event of a finished upload (`sources/{videoId}`), probes the source
+//! through a signed URL (ffprobe reads only what it needs), refuses what cannot become a good stream with a
+//! stable code on the video, chooses the ladder and plans the transcoding jobs, one queue message per
+//! chunk and one for the audio. On a schedule, it ends uploads that were abandoned before they finished.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use common::blobs::Blobs;
-use common::catalog::Videos;
-use common::events::{Event, EventError, EventHandler, Trigger};
-use common::pipeline::{live_video, source_video_id};
+use common::catalog::{Video, VideoError, VideoStatus, Videos};
+use common::config::{Config, SEGMENT_SECONDS, Transcoding};
+use common::events::{Event, EventError, EventHandler, ObjectCreated, Trigger};
+use common::ids::VideoId;
+use common::media::{MediaLimits, ProbeError, Refusal};
+use common::pipeline::{Jobs, Plan, TranscodeJob, job_names, live_video, source_key, source_video_id};
 use common::platform::Ports;
+use common::queue::Queue;
 use common::uploads::Uploads;
+
+/// How long ffprobe and the end-of-file check may take, and how long their signed URL lives.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Handler {
     videos: Videos,
     uploads: Uploads,
+    jobs: Jobs,
     sources: Arc<dyn Blobs>,
+    queue: Arc<dyn Queue>,
+    limits: MediaLimits,
+    transcoding: Transcoding,
 }
 
 impl Handler {
-    pub fn new(ports: &Ports) -> Self {
+    pub fn new(config: &Config, ports: &Ports) -> Self {
         Self {
             videos: Videos::new(ports.store.clone()),
             uploads: Uploads::new(ports.store.clone()),
+            jobs: Jobs::new(ports.store.clone()),
             sources: ports.sources.clone(),
+            queue: ports.jobs.clone(),
+            limits: config.media,
+            transcoding: config.transcoding.clone(),
         }
     }
 
     /// Ends the uploads that expired unfinished.
-    async fn sweep(&self, now: chrono::DateTime<chrono::Utc>) -> Result<(), EventError> {
+    async fn sweep(&self, now: chrono::DateTime<Utc>) -> Result<(), EventError> {
         let swept = self
             .uploads
             .sweep_expired(now, self.sources.as_ref(), &self.videos)
@@ -38,6 +57,141 @@ impl Handler {
             metrics::counter!("streamgate_uploads_expired_total").increment(swept as u64);
         }
         Ok(())
+    }
+
+    /// Marks the video failed with the refusal's code, unless it got further meanwhile.
+    async fn refuse(&self, id: &VideoId, refusal: Refusal) -> Result<(), EventError> {
+        tracing::info!(video_id = %id, code = refusal.code, detail = %refusal.detail, "source refused");
+        metrics::counter!("streamgate_sources_refused_total", "code" => refusal.code).increment(1);
+        self.videos
+            .update(id, |video| {
+                if !matches!(video.status, VideoStatus::Uploading | VideoStatus::Processing) {
+                    return false;
+                }
+                video.status = VideoStatus::Failed;
+                video.progress = 0;
+                video.error = Some(VideoError {
+                    code: refusal.code.to_owned(),
+                    detail: refusal.detail.clone(),
+                });
+                true
+            })
+            .await
+            .map_err(EventError::retryable)?;
+        Ok(())
+    }
+
+    /// Sends the jobs not done yet: all of a new plan, or what a redelivered event finds pending.
+    async fn send_jobs(&self, plan: &Plan) -> Result<(), EventError> {
+        let records = self.jobs.records(&plan.video_id).await.map_err(EventError::retryable)?;
+        for job in &plan.jobs {
+            let done = records
+                .iter()
+                .any(|r| &r.job == job && r.state == common::pipeline::JobState::Done);
+            if done {
+                continue;
+            }
+            let message = TranscodeJob {
+                video_id: plan.video_id.clone(),
+                job: job.clone(),
+            };
+            let body = serde_json::to_string(&message).map_err(EventError::retryable)?;
+            self.queue.send(body).await.map_err(EventError::retryable)?;
+        }
+        Ok(())
+    }
+
+    async fn plan(&self, object: &ObjectCreated, video: Video) -> Result<(), EventError> {
+        let id = video.id.clone();
+        if let Some(plan) = self.jobs.plan(&id).await.map_err(EventError::retryable)? {
+            tracing::info!(video_id = %id, "already planned; sending the jobs not done");
+            return self.send_jobs(&plan).await;
+        }
+        if matches!(video.status, VideoStatus::Ready | VideoStatus::Failed) {
+            tracing::info!(video_id = %id, status = ?video.status, "the video is settled; nothing to plan");
+            return Ok(());
+        }
+        let key = source_key(&id);
+        let Some(meta) = self.sources.head(&key).await.map_err(EventError::retryable)? else {
+            tracing::info!(video_id = %id, key = %object.key, "the source is gone; nothing to plan");
+            return Ok(());
+        };
+        if meta.size == 0 {
+            return self.refuse(&id, refusal("corrupt_media", "the file is empty")).await;
+        }
+        let url = self
+            .sources
+            .signed_get_url(&key, PROBE_TIMEOUT * 2)
+            .await
+            .map_err(EventError::retryable)?
+            .url;
+        let probe = match common::media::probe(&url, PROBE_TIMEOUT).await {
+            Ok(probe) => probe,
+            Err(ProbeError::Refused(refusal)) => return self.refuse(&id, refusal).await,
+            Err(ProbeError::Tool(why)) => return Err(EventError::retryable(why)),
+        };
+        let accepted = match common::media::judge(&probe, &self.limits) {
+            Ok(accepted) => accepted,
+            Err(refusal) => return self.refuse(&id, refusal).await,
+        };
+        match common::media::decodes_to_the_end(&url, accepted.duration, PROBE_TIMEOUT).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let why = "the file ends before its stated length (was the upload cut short?)";
+                return self.refuse(&id, refusal("corrupt_media", why)).await;
+            }
+            Err(err) => return Err(EventError::retryable(err)),
+        }
+
+        let renditions = common::ladder::renditions(
+            &self.transcoding.ladder,
+            accepted.width,
+            accepted.height,
+            accepted.frame_rate,
+        );
+        let plan = Plan {
+            video_id: id.clone(),
+            duration: accepted.duration,
+            width: accepted.width,
+            height: accepted.height,
+            frame_rate: accepted.frame_rate,
+            has_audio: accepted.has_audio,
+            segment_seconds: SEGMENT_SECONDS,
+            chunk_seconds: self.transcoding.chunk_seconds,
+            preset: self.transcoding.preset.clone(),
+            jobs: job_names(accepted.duration, self.transcoding.chunk_seconds, accepted.has_audio),
+            renditions,
+            created_at: Utc::now(),
+        };
+        self.jobs.create(&plan).await.map_err(EventError::retryable)?;
+        self.videos
+            .update(&id, |video| {
+                video.status = VideoStatus::Processing;
+                video.progress = 0;
+                video.duration_seconds = Some(accepted.duration);
+                video.width = Some(accepted.width);
+                video.height = Some(accepted.height);
+                true
+            })
+            .await
+            .map_err(EventError::retryable)?;
+        tracing::info!(
+            video_id = %id,
+            duration = accepted.duration,
+            width = accepted.width,
+            height = accepted.height,
+            renditions = plan.renditions.len(),
+            jobs = plan.jobs.len(),
+            "source accepted and planned"
+        );
+        self.send_jobs(&plan).await
+    }
+}
+
+fn refusal(code: &'static str, detail: &str) -> Refusal {
+    Refusal {
+        code,
+        detail: detail.to_owned(),
     }
 }
 
@@ -59,7 +213,7 @@ impl EventHandler for Handler {
         };
         match live_video(&self.videos, &video_id).await? {
             None => Ok(()),
-            Some(_) => Err(EventError::retryable("processing is not available in this build")),
+            Some(video) => self.plan(&object, video).await,
         }
     }
 }
