@@ -271,6 +271,44 @@ pub async fn decodes_to_the_end(input: &str, duration: f64, timeout: Duration) -
     Ok(output.status.success() && output.stderr.is_empty())
 }
 
+/// Runs ffmpeg (through ffmpeg-sidecar) with `args` on a blocking thread; the error carries the last
+/// messages ffmpeg logged as errors.
+pub async fn run_ffmpeg(args: Vec<String>) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || {
+        let mut child = ffmpeg_sidecar::command::FfmpegCommand::new()
+            .args(["-hide_banner", "-nostdin", "-y", "-loglevel", "error"])
+            .args(&args)
+            .spawn()
+            .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+        let mut errors: Vec<String> = Vec::new();
+        if let Ok(events) = child.iter() {
+            for event in events {
+                match event {
+                    ffmpeg_sidecar::event::FfmpegEvent::Log(
+                        ffmpeg_sidecar::event::LogLevel::Error | ffmpeg_sidecar::event::LogLevel::Fatal,
+                        line,
+                    )
+                    | ffmpeg_sidecar::event::FfmpegEvent::Error(line) => {
+                        if errors.len() == 5 {
+                            errors.remove(0);
+                        }
+                        errors.push(line);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let status = child.wait().map_err(|e| format!("ffmpeg did not finish: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("ffmpeg failed ({status}): {}", errors.join(" / ")))
+        }
+    })
+    .await
+    .map_err(|e| format!("the ffmpeg task failed: {e}"))?
+}
+
 /// Decides whether a probed source can become a good stream.
 pub fn judge(probe: &Probe, limits: &MediaLimits) -> Result<Accepted, Refusal> {
     let Some(video) = &probe.video else {

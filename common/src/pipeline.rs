@@ -51,6 +51,11 @@ pub fn source_video_id(key: &str) -> Option<VideoId> {
     key.strip_prefix("sources/")?.parse().ok()
 }
 
+/// Where a video's streams are kept in the media bucket: `videos/{id}/`.
+pub fn media_prefix(id: &VideoId) -> String {
+    format!("videos/{id}/")
+}
+
 /// The key of a video's source object.
 pub fn source_key(id: &VideoId) -> String {
     format!("sources/{id}")
@@ -144,6 +149,45 @@ impl Jobs {
             }
         }
         Ok(true)
+    }
+
+    /// Records `job` as done; `true` for the delivery that did it, `false` when it was done already.
+    pub async fn mark_done(&self, id: &VideoId, job: &str) -> Result<bool, StoreError> {
+        let record = JobRecord {
+            job: job.to_owned(),
+            state: JobState::Done,
+        };
+        let item = Item::from_record(video_pk(id), format!("job#{job}"), &record)?;
+        let pending = Condition::Equals("state".into(), serde_json::json!("pending"));
+        match self.store.put(item, Some(pending)).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Counts one more job done; the count after it.
+    pub async fn count_done(&self, id: &VideoId) -> Result<i64, StoreError> {
+        self.store.increment(&video_pk(id), "progress", "done", 1).await
+    }
+
+    /// How many jobs are done.
+    pub async fn done(&self, id: &VideoId) -> Result<i64, StoreError> {
+        let item = self.store.get(&video_pk(id), "progress").await?;
+        Ok(item
+            .and_then(|item| item.attrs.get("done").and_then(serde_json::Value::as_i64))
+            .unwrap_or(0))
+    }
+
+    /// Whether the finalize message of the video was sent.
+    pub async fn finalize_sent(&self, id: &VideoId) -> Result<bool, StoreError> {
+        Ok(self.store.get(&video_pk(id), "finalize").await?.is_some())
+    }
+
+    /// Notes that the finalize message was sent.
+    pub async fn note_finalize_sent(&self, id: &VideoId) -> Result<(), StoreError> {
+        let item = Item::new(video_pk(id), "finalize").with("sentAt", Utc::now().to_rfc3339());
+        self.store.put(item, None).await
     }
 
     /// The video's job records.

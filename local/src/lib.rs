@@ -148,7 +148,7 @@ fn spawn_workers(
         (
             "transcode",
             Arc::new(local.jobs.clone()),
-            Arc::new(transcode::Handler::new(ports)),
+            Arc::new(transcode::Handler::new(config, ports)),
         ),
         (
             "finalize",

@@ -1,7 +1,11 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    common::runtime::main_events(common::function_info!(), |_, ports| {
-        std::sync::Arc::new(transcode::Handler::new(ports))
+    let info = common::function_info!();
+    if let Err(why) = common::media::check_tools() {
+        common::runtime::fail_start(info, "transcode needs ffmpeg", &why);
+    }
+    common::runtime::main_events(info, |config, ports| {
+        std::sync::Arc::new(transcode::Handler::new(config, ports))
     })
     .await
 }
