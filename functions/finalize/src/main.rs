@@ -1,7 +1,8 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    common::runtime::main_events(common::function_info!(), |_, ports| {
-        std::sync::Arc::new(finalize::Handler::new(ports))
-    })
-    .await
+    let info = common::function_info!();
+    if let Err(why) = common::media::check_tools() {
+        common::runtime::fail_start(info, "finalize needs ffmpeg", &why);
+    }
+    common::runtime::main_events(info, |_, ports| std::sync::Arc::new(finalize::Handler::new(ports))).await
 }
