@@ -116,6 +116,11 @@ pub struct Config {
     pub sync_writes: bool,
     pub media: crate::media::MediaLimits,
     pub transcoding: Transcoding,
+    /// How long playback URLs live (`STREAMGATE_PLAYBACK_TTL`, seconds, default 300).
+    pub playback_ttl: Duration,
+    /// The key that signs playback URLs, 64 hex digits (`STREAMGATE_URL_SIGNING_KEY`); required where
+    /// they are signed with the aws backend, kept in the data dir otherwise.
+    pub url_signing_key: Option<Secret>,
 }
 
 /// How sources become streams.
@@ -372,6 +377,8 @@ impl Config {
             },
             media,
             transcoding,
+            playback_ttl: seconds("STREAMGATE_PLAYBACK_TTL", 300)?,
+            url_signing_key: secret("STREAMGATE_URL_SIGNING_KEY"),
         })
     }
 }

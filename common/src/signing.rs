@@ -37,6 +37,24 @@ impl UrlSigner {
         Self { key }
     }
 
+    /// The key configured as 64 hex digits (`STREAMGATE_URL_SIGNING_KEY`).
+    pub fn from_hex(text: &str) -> Result<Self, String> {
+        let bytes = hex::decode(text.trim()).map_err(|_| "the URL signing key is not hex".to_owned())?;
+        let key: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| "the URL signing key must be 32 bytes (64 hex digits)".to_owned())?;
+        Ok(Self::new(key))
+    }
+
+    /// The signer of this deployment: the configured key, else (embedded backend) the data dir's.
+    pub fn from_config(config: &crate::config::Config, ports: &crate::platform::Ports) -> Result<Self, String> {
+        match (&config.url_signing_key, &ports.local) {
+            (Some(key), _) => Self::from_hex(key.expose()),
+            (None, Some(local)) => Ok(local.signer.clone()),
+            (None, None) => Err("STREAMGATE_URL_SIGNING_KEY is required with the aws backend".into()),
+        }
+    }
+
     /// Reads the key kept at `path`, creating it (mode 0600) from the OS random source on first use.
     pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
         match std::fs::read(path) {

@@ -1,27 +1,259 @@
-//! `api-playback`: Token-gated playback: signed HLS and DASH URLs and content keys (/v1/videos/{id}/playback, /v1/keys/{id}).
+//! `api-playback`: playback URLs (`/v1/videos/{id}/playback`) and the media behind them (`/v1/media/…`).
+//!
+//! A playback URL carries, in its path, a token that signs the video's media prefix until it expires:
+//! `/v1/media/{expires}.{signature}/{videoId}/master.m3u8`. Players resolve the relative URIs of playlists
+//! against it, so every playlist, manifest, init segment and segment they fetch carries the same token,
+//! and any altered, missing or expired token is refused. Playlists and manifests are served from here;
+//! segments too with the embedded backend, and with S3 by a redirect to a presigned URL that lives no
+//! longer than the token. Whether a viewer may have the URLs at all is decided in [`authorize`].
 #![forbid(unsafe_code)]
 
+use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRef, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, TimeZone, Utc};
+use common::blobs::{BlobError, Blobs};
+use common::catalog::{Video, VideoStatus, Videos};
+use common::config::Config;
+use common::identity::Authenticated;
+use common::identity::accounts::Accounts;
+use common::identity::sessions::{SessionKeys, Sessions};
+use common::ids::VideoId;
+use common::pipeline::media_prefix;
 use common::platform::Ports;
-use common::store::Store;
+use common::problem::ApiError;
+use common::signing::{SignatureError, UrlSigner};
+use serde::Serialize;
+use url::Url;
 
 /// What the handlers of `api-playback` use.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    sessions: Sessions,
+    videos: Videos,
+    accounts: Accounts,
+    media: Arc<dyn Blobs>,
+    signer: UrlSigner,
+    ttl: Duration,
+    public_url: Option<Url>,
+    /// Whether segments are served from here (embedded storage) or by redirects to storage.
+    serve_segments: bool,
+}
+
+impl FromRef<AppState> for Sessions {
+    fn from_ref(state: &AppState) -> Sessions {
+        state.sessions.clone()
+    }
 }
 
 impl AppState {
-    pub fn new(ports: &Ports) -> Self {
-        Self {
-            store: ports.store.clone(),
+    pub fn new(config: &Config, ports: &Ports) -> Result<Self, String> {
+        let keys = SessionKeys::from_config(config).map_err(|e| e.to_string())?;
+        let session_ttl = chrono::Duration::from_std(config.session_ttl).unwrap_or(chrono::Duration::hours(1));
+        Ok(Self {
+            sessions: Sessions::new(keys, ports.store.clone(), session_ttl),
+            videos: Videos::new(ports.store.clone()),
+            accounts: Accounts::new(ports.store.clone()),
+            media: ports.media.clone(),
+            signer: UrlSigner::from_config(config, ports)?,
+            ttl: config.playback_ttl,
+            public_url: config.public_url.clone(),
+            serve_segments: ports.local.is_some(),
+        })
+    }
+
+    fn base_url(&self, headers: &HeaderMap) -> String {
+        if let Some(base) = &self.public_url {
+            return base.as_str().trim_end_matches('/').to_owned();
+        }
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let proto = header("x-forwarded-proto")
+            .filter(|p| matches!(*p, "http" | "https"))
+            .unwrap_or("http");
+        match header("host") {
+            Some(host) if host.bytes().all(|b| b.is_ascii_graphic()) => format!("{proto}://{host}"),
+            _ => String::new(),
         }
     }
 }
 
 /// The routes of `api-playback`; the runtime adds `/healthz`, `/metrics` and the common layers.
 pub fn router(state: AppState) -> Router {
-    Router::new().with_state(state)
+    Router::new()
+        .route("/v1/videos/{id}/playback", get(playback))
+        .route("/v1/media/{token}/{id}/{*path}", get(media))
+        .with_state(state)
+}
+
+/// The resource a media token signs: the video's media prefix.
+fn signed_resource(id: &VideoId) -> String {
+    format!("/v1/media/{id}/")
+}
+
+/// `{expires}.{signature}`.
+fn token(signer: &UrlSigner, id: &VideoId, expires_at: DateTime<Utc>) -> String {
+    let signature = signer.sign("GET", &signed_resource(id), expires_at);
+    format!("{}.{signature}", expires_at.timestamp())
+}
+
+/// Whether the viewer may play the video: a public video anyone, any other its owner's account. Rules
+/// on token holdings are decided in the next layer; until then such videos play for their owner only
+/// (closed, never open).
+async fn authorize(state: &AppState, video: &Video, viewer: Option<&Authenticated>) -> Result<(), ApiError> {
+    let public = video.access.get("type").and_then(|t| t.as_str()) == Some("public");
+    if public {
+        return Ok(());
+    }
+    let Some(viewer) = viewer else {
+        return Err(ApiError::unauthorized(
+            "unauthenticated",
+            "this video is gated: sign in with a wallet that satisfies its access rule",
+        ));
+    };
+    let owner = video.owner.parse().ok();
+    let account = match owner {
+        Some(owner) => state
+            .accounts
+            .account_of(&owner)
+            .await
+            .map_err(|e| ApiError::unavailable(&e))?,
+        None => None,
+    };
+    if account.as_ref() == Some(viewer.account()) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "access_denied",
+        "no wallet linked to this account satisfies the video's access rule",
+    ))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Playback {
+    hls: String,
+    dash: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// `GET /v1/videos/{id}/playback`: signed, short-lived HLS and DASH URLs.
+async fn playback(
+    State(state): State<AppState>,
+    viewer: Option<Authenticated>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Playback>, ApiError> {
+    let id = VideoId::from_str(&id).map_err(|_| ApiError::not_found("no such video"))?;
+    let video = state
+        .videos
+        .get(&id)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?
+        .ok_or_else(|| ApiError::not_found("no such video"))?;
+    authorize(&state, &video, viewer.as_ref()).await?;
+    if video.status != VideoStatus::Ready {
+        return Err(ApiError::conflict(
+            "not_ready",
+            format!("the video is {:?}, not ready to play", video.status).to_lowercase(),
+        ));
+    }
+    let expires_at = Utc::now() + chrono::Duration::from_std(state.ttl).unwrap_or(chrono::Duration::minutes(5));
+    let base = format!(
+        "{}/v1/media/{}/{id}",
+        state.base_url(&headers),
+        token(&state.signer, &id, expires_at)
+    );
+    metrics::counter!("streamgate_playback_grants_total").increment(1);
+    Ok(Json(Playback {
+        hls: format!("{base}/master.m3u8"),
+        dash: format!("{base}/manifest.mpd"),
+        expires_at,
+    }))
+}
+
+fn signature_error(err: SignatureError) -> ApiError {
+    match err {
+        SignatureError::Missing => ApiError::forbidden("signature_missing", err.to_string()),
+        SignatureError::Invalid => ApiError::forbidden("signature_invalid", err.to_string()),
+        SignatureError::Expired => ApiError::forbidden("signature_expired", err.to_string()),
+    }
+}
+
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit('.').next() {
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        Some("mpd") => "application/dash+xml",
+        Some("m4s") => "video/iso.segment",
+        Some("mp4") => "video/mp4",
+        Some("jpg") => "image/jpeg",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `GET /v1/media/{token}/{id}/{path}`: one file of a video's stream, under a valid token.
+async fn media(
+    State(state): State<AppState>,
+    Path((token, id, path)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let id = VideoId::from_str(&id).map_err(|_| ApiError::not_found("no such video"))?;
+    let (expires, signature) = token.split_once('.').unwrap_or((token.as_str(), ""));
+    state
+        .signer
+        .verify(
+            "GET",
+            &signed_resource(&id),
+            Some(expires).filter(|e| !e.is_empty()),
+            Some(signature).filter(|s| !s.is_empty()),
+        )
+        .map_err(signature_error)?;
+    let expires_at = expires
+        .parse()
+        .ok()
+        .and_then(|e| Utc.timestamp_opt(e, 0).single())
+        .unwrap_or_else(Utc::now);
+    let key = format!("{}{path}", media_prefix(&id));
+    common::blobs::validate_key(&key).map_err(|_| ApiError::not_found("no such file"))?;
+    let kind = content_type(&path);
+    let manifest = matches!(kind, "application/vnd.apple.mpegurl" | "application/dash+xml");
+    let max_age = (expires_at - Utc::now()).num_seconds().clamp(0, 3600);
+    let cache = HeaderValue::from_str(&format!("private, max-age={max_age}")).map_err(|e| ApiError::internal(&e))?;
+    if !manifest && !state.serve_segments {
+        // Storage serves the bytes, for no longer than the token lives.
+        let ttl = Duration::from_secs(max_age.max(1) as u64);
+        let signed = state.media.signed_get_url(&key, ttl).await.map_err(blob_error)?;
+        let location = HeaderValue::from_str(&signed.url).map_err(|e| ApiError::internal(&e))?;
+        return Ok((
+            StatusCode::FOUND,
+            [(header::LOCATION, location), (header::CACHE_CONTROL, cache)],
+        )
+            .into_response());
+    }
+    let Some(meta) = state.media.head(&key).await.map_err(blob_error)? else {
+        return Err(ApiError::not_found("no such file"));
+    };
+    let chunks = state.media.get_stream(&key).await.map_err(blob_error)?;
+    Ok((
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
+            (header::CONTENT_LENGTH, HeaderValue::from(meta.size)),
+            (header::CACHE_CONTROL, cache),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
+}
+
+fn blob_error(err: BlobError) -> ApiError {
+    match err {
+        BlobError::NotFound(_) | BlobError::InvalidKey(..) => ApiError::not_found("no such file"),
+        other => ApiError::unavailable(&other),
+    }
 }

@@ -1,7 +1,7 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    common::runtime::main_http(common::function_info!(), |_, ports| {
-        Ok(api_playback::router(api_playback::AppState::new(ports)))
+    common::runtime::main_http(common::function_info!(), |config, ports| {
+        Ok(api_playback::router(api_playback::AppState::new(config, ports)?))
     })
     .await
 }
