@@ -153,7 +153,7 @@ fn spawn_workers(
         (
             "finalize",
             Arc::new(local.finalize.clone()),
-            Arc::new(finalize::Handler::new(ports)),
+            Arc::new(finalize::Handler::new(config, ports)),
         ),
     ];
     for (name, queue, handler) in workers {

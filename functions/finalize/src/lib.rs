@@ -31,16 +31,38 @@ pub struct Handler {
     jobs: Jobs,
     sources: Arc<dyn Blobs>,
     media: Arc<dyn Blobs>,
+    max_attempts: u32,
 }
 
 impl Handler {
-    pub fn new(ports: &Ports) -> Self {
+    pub fn new(config: &common::config::Config, ports: &Ports) -> Self {
         Self {
             videos: Videos::new(ports.store.clone()),
             jobs: Jobs::new(ports.store.clone()),
             sources: ports.sources.clone(),
             media: ports.media.clone(),
+            max_attempts: config.max_attempts,
         }
+    }
+
+    /// The last delivery failed too: the message goes to the dead-letter queue and the video fails.
+    async fn fail(&self, id: &VideoId, why: &EventError) -> Result<(), EventError> {
+        let detail = format!("packaging failed: {why}");
+        self.videos
+            .update(id, |video| {
+                if video.status != VideoStatus::Processing {
+                    return false;
+                }
+                video.status = VideoStatus::Failed;
+                video.error = Some(common::catalog::VideoError {
+                    code: "finalize_failed".into(),
+                    detail: detail.clone(),
+                });
+                true
+            })
+            .await
+            .map_err(EventError::retryable)?;
+        Ok(())
     }
 
     /// The segments of one folder (`360p`, `audio`) in order, from its chunk playlists, and the sizes of
@@ -257,6 +279,12 @@ impl EventHandler for Handler {
         let Some(plan) = self.jobs.plan(&job.video_id).await.map_err(EventError::retryable)? else {
             return Err(EventError::malformed(format!("video {} has no plan", job.video_id)));
         };
-        self.finalize(&plan).await
+        let result = self.finalize(&plan).await;
+        if let Err(err) = &result
+            && (matches!(err, EventError::Malformed(_)) || message.receive_count >= self.max_attempts)
+        {
+            self.fail(&job.video_id, err).await?;
+        }
+        result
     }
 }

@@ -4,5 +4,8 @@ async fn main() -> std::process::ExitCode {
     if let Err(why) = common::media::check_tools() {
         common::runtime::fail_start(info, "finalize needs ffmpeg", &why);
     }
-    common::runtime::main_events(info, |_, ports| std::sync::Arc::new(finalize::Handler::new(ports))).await
+    common::runtime::main_events(info, |config, ports| {
+        std::sync::Arc::new(finalize::Handler::new(config, ports))
+    })
+    .await
 }

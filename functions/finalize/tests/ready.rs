@@ -40,7 +40,7 @@ async fn setup() -> Setup {
     tokio::spawn(async move { axum::serve(listener, app).await });
     Setup {
         handler: transcode::Handler::new(&config, &ports),
-        finalize: finalize::Handler::new(&ports),
+        finalize: finalize::Handler::new(&config, &ports),
         ports,
         dir,
     }
