@@ -13,6 +13,7 @@ import requests
 from mpegdash.parser import MPEGDASHParser
 from tusclient import client as tus
 
+from conftest import ROOT
 from test_uploads import real_video, wait_for_status
 from wallets import ALICE, BOB, bearer, sign_in
 
@@ -151,3 +152,18 @@ def test_unfinished_and_gated_videos(ready, tmp_path):
     assert stranger.status_code == 403
     assert stranger.json()["code"] == "access_denied"
     assert requests.get(f"{url}/v1/videos/{gated}/playback", headers=bearer(owner), timeout=10).status_code == 200
+
+
+def test_hls_js_plays_it_in_headless_chromium(ready):
+    """Debian's Chromium decodes H.264 and AAC: hls.js plays the signed stream in it."""
+    url, _, video_id = ready
+    hls = requests.get(f"{url}/v1/videos/{video_id}/playback", timeout=10).json()["hls"]
+    player = ROOT / "tests" / "clients" / "play-hls.mjs"
+    if not Path("/usr/bin/chromium").exists() or not (ROOT / "tests" / "clients" / "node_modules" / "hls.js").exists():
+        pytest.fail("Chromium or hls.js is missing: run tests/setup")
+    done = subprocess.run(["node", str(player), hls, "--seconds", "3"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["error"] is None, result
+    assert result["currentTime"] >= 3
+    assert result["levels"] == 2
