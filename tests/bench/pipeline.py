@@ -151,9 +151,9 @@ def main():
         if video:
             cores = os.cpu_count() or 1
             per_chunk = statistics.median(video.values())
-            # The local server ran min(jobs, cores) chunk jobs at once, each on a share of the cores; a
-            # worker of its own with this machine's cores runs one in about this long.
-            alone = per_chunk * min(len(video), cores) / cores
+            # The local server ran min(jobs, cores) chunk jobs at once, each on its share of the cores; a
+            # worker with all of this machine's cores runs one in about that share of the time.
+            alone = per_chunk / min(len(video), cores)
             audio = times.get("audio", 0.0)
             print(f"median chunk job ({args.chunk_seconds} s of source): {per_chunk:.1f} s sharing {cores} cores; "
                   f"about {alone:.1f} s on a worker of its own with {cores} cores")
