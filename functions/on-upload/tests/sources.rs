@@ -2,17 +2,11 @@
 //! are probed through the signed URLs of a blob server on loopback; good ones are planned and their jobs
 //! queued, broken ones end `failed` with their code.
 
-use std::path::Path;
-use std::process::Command;
-
-use chrono::Utc;
-use common::adapters::local::blob_routes;
 use common::catalog::{Video, VideoStatus, Videos};
-use common::config::Config;
 use common::events::{Event, EventHandler, ObjectCreated};
-use common::ids::VideoId;
 use common::pipeline::{Jobs, TranscodeJob};
 use common::platform::Ports;
+use streamgate_testing::{clip, ffmpeg, served_ports, video_with_source};
 
 struct Setup {
     handler: on_upload::Handler,
@@ -22,21 +16,7 @@ struct Setup {
 
 async fn setup(vars: &[(&str, &str)]) -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let mut env = vec![
-        (
-            "STREAMGATE_DATA_DIR".to_owned(),
-            dir.path().join("data").display().to_string(),
-        ),
-        ("STREAMGATE_PUBLIC_URL".to_owned(), url),
-    ];
-    env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let config = Config::from_vars(env).expect("config");
-    let ports = Ports::from_config(&config).await.expect("ports");
-    let local = ports.local.clone().expect("local");
-    let app = blob_routes([local.sources.clone()]);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (config, ports) = served_ports(dir.path(), vars).await;
     Setup {
         handler: on_upload::Handler::new(&config, &ports),
         ports,
@@ -44,74 +24,22 @@ async fn setup(vars: &[(&str, &str)]) -> Setup {
     }
 }
 
-/// Runs ffmpeg with `args` and returns the file it wrote.
-fn ffmpeg(dir: &Path, name: &str, args: &[&str]) -> Vec<u8> {
-    let out = dir.join(name);
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .arg(&out)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(status.success(), "ffmpeg {args:?}");
-    std::fs::read(out).expect("output")
-}
-
-fn clip(dir: &Path, size: &str, rate: u32, seconds: u32, extra: &[&str]) -> Vec<u8> {
-    let video = format!("testsrc2=size={size}:rate={rate}:duration={seconds}");
-    let audio = format!("sine=frequency=440:duration={seconds}");
-    let mut args = vec!["-f", "lavfi", "-i", &video, "-f", "lavfi", "-i", &audio];
-    args.extend([
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        "-shortest",
-    ]);
-    args.extend(extra);
-    ffmpeg(dir, &format!("clip-{size}-{rate}-{seconds}-{}.mp4", extra.len()), &args)
-}
-
 impl Setup {
     /// Stores `bytes` as a new video's source and hands its storage event to on-upload.
     async fn upload(&self, bytes: Vec<u8>) -> Video {
-        let id = VideoId::generate();
-        let now = Utc::now();
-        let video = Video {
-            id: id.clone(),
-            owner: "0x0000000000000000000000000000000000000001".into(),
-            title: "t".into(),
-            description: String::new(),
-            tags: vec![],
-            status: VideoStatus::Processing,
-            progress: 0,
-            error: None,
-            duration_seconds: None,
-            width: None,
-            height: None,
-            renditions: vec![],
-            access: serde_json::json!({"type": "public"}),
-            cid: None,
-            source: None,
-            created_at: now,
-            updated_at: now,
-        };
-        let videos = Videos::new(self.ports.store.clone());
-        videos.create(&video).await.expect("create");
-        let key = format!("sources/{id}");
-        self.ports.sources.put(&key, bytes.into(), None).await.expect("put");
+        let id = video_with_source(&self.ports, VideoStatus::Processing, bytes).await;
         let event = Event::ObjectCreated(ObjectCreated {
             bucket: "sources".into(),
-            key,
+            key: format!("sources/{id}"),
             size: None,
             etag: None,
         });
         self.handler.handle(event).await.expect("handled");
-        videos.get(&id).await.expect("get").expect("video")
+        Videos::new(self.ports.store.clone())
+            .get(&id)
+            .await
+            .expect("get")
+            .expect("video")
     }
 
     async fn queued(&self) -> Vec<TranscodeJob> {

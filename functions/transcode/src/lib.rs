@@ -193,6 +193,10 @@ pub fn chunk_args(plan: &Plan, index: u32, source: &str, dir: &Path) -> Vec<Stri
                 "high",
                 "-pix_fmt",
                 "yuv420p",
+                // Frame threads with VBV make x264's output depend on timing; slices over a fixed number of
+                // threads make every delivery of a job write the same bytes on any machine.
+                "-x264-params",
+                "sliced-threads=1:threads=4",
                 "-b:v",
                 &rendition.bitrate.to_string(),
                 "-maxrate",

@@ -2,17 +2,12 @@
 //! the chunks' segments join into one continuous stream per rendition, a job delivered twice writes the
 //! same bytes, and the set sends `finalize` once.
 
-use std::path::Path;
 use std::process::Command;
 
-use chrono::Utc;
-use common::adapters::local::blob_routes;
-use common::catalog::{Video, VideoStatus, Videos};
-use common::config::Config;
-use common::events::{Event, EventHandler, Message};
-use common::ids::VideoId;
-use common::pipeline::{Jobs, Plan, TranscodeJob, job_names};
+use common::catalog::Videos;
+use common::pipeline::Plan;
 use common::platform::Ports;
+use streamgate_testing::{planned_video, served_ports, transcode_job};
 
 struct Setup {
     handler: transcode::Handler,
@@ -22,21 +17,7 @@ struct Setup {
 
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let env = vec![
-        (
-            "STREAMGATE_DATA_DIR".to_owned(),
-            dir.path().join("data").display().to_string(),
-        ),
-        ("STREAMGATE_PUBLIC_URL".to_owned(), url),
-        ("STREAMGATE_X264_PRESET".to_owned(), "ultrafast".to_owned()),
-    ];
-    let config = Config::from_vars(env).expect("config");
-    let ports = Ports::from_config(&config).await.expect("ports");
-    let local = ports.local.clone().expect("local");
-    let app = blob_routes([local.sources.clone(), local.media.clone()]);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (config, ports) = served_ports(dir.path(), &[("STREAMGATE_X264_PRESET", "ultrafast")]).await;
     Setup {
         handler: transcode::Handler::new(&config, &ports),
         ports,
@@ -44,96 +25,13 @@ async fn setup() -> Setup {
     }
 }
 
-fn source(dir: &Path, seconds: u32) -> Vec<u8> {
-    let out = dir.join("source.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size=640x360:rate=30:duration={seconds}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("sine=frequency=440:duration={seconds}"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ])
-        .arg(&out)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success());
-    std::fs::read(out).expect("source")
-}
-
 impl Setup {
-    /// A video with its source stored and a plan of chunks of `chunk` seconds.
     async fn planned(&self, seconds: u32, chunk: u32) -> Plan {
-        let id = VideoId::generate();
-        let now = Utc::now();
-        let video = Video {
-            id: id.clone(),
-            owner: "0x0000000000000000000000000000000000000001".into(),
-            title: "t".into(),
-            description: String::new(),
-            tags: vec![],
-            status: VideoStatus::Processing,
-            progress: 0,
-            error: None,
-            duration_seconds: Some(f64::from(seconds)),
-            width: Some(640),
-            height: Some(360),
-            renditions: vec![],
-            access: serde_json::json!({"type": "public"}),
-            cid: None,
-            source: None,
-            created_at: now,
-            updated_at: now,
-        };
-        Videos::new(self.ports.store.clone())
-            .create(&video)
-            .await
-            .expect("video");
-        let bytes = source(self.dir.path(), seconds);
-        self.ports
-            .sources
-            .put(&format!("sources/{id}"), bytes.into(), None)
-            .await
-            .expect("source");
-        let ladder = common::ladder::parse_ladder("360p,240p").expect("ladder");
-        let plan = Plan {
-            video_id: id,
-            duration: f64::from(seconds),
-            width: 640,
-            height: 360,
-            frame_rate: 30.0,
-            has_audio: true,
-            segment_seconds: 4,
-            chunk_seconds: chunk,
-            preset: "ultrafast".into(),
-            renditions: common::ladder::renditions(&ladder, 640, 360, 30.0),
-            jobs: job_names(f64::from(seconds), chunk, true),
-            created_at: Utc::now(),
-        };
-        assert!(Jobs::new(self.ports.store.clone()).create(&plan).await.expect("plan"));
-        plan
+        planned_video(&self.ports, self.dir.path(), seconds, chunk).await
     }
 
     async fn run(&self, plan: &Plan, job: &str) {
-        let body = serde_json::to_string(&TranscodeJob {
-            video_id: plan.video_id.clone(),
-            job: job.into(),
-        })
-        .expect("json");
-        let event = Event::Message(Message {
-            id: format!("m-{job}"),
-            body,
-            receive_count: 1,
-        });
-        self.handler.handle(event).await.expect("job done");
+        transcode_job(&self.handler, plan, job).await;
     }
 
     async fn finalize_messages(&self) -> usize {
