@@ -431,17 +431,7 @@ impl Writer<'_> {
             sink.abandon().await;
         }
         let Hashed { hasher, marks, digest } = hashing.finish().await?;
-        if let Some(checksum) = checksum {
-            if !whole {
-                return Err(ApiError::bad_request(
-                    "upload_interrupted",
-                    "the chunk did not arrive whole, so its checksum cannot be checked; it was dropped",
-                ));
-            }
-            if digest.is_none_or(|digest| !checksum.matches(digest)) {
-                return Err(checksum_mismatch());
-            }
-        }
+        check_chunk(checksum, digest, whole)?;
         // The parts filled are kept; bytes after the last of them are dropped.
         if part == 0 {
             return Ok(());
@@ -508,17 +498,7 @@ impl Writer<'_> {
             }
         }
         metrics::counter!("streamgate_upload_bytes_total").increment(received);
-        if let Some(checksum) = checksum {
-            if interrupted {
-                return Err(ApiError::bad_request(
-                    "upload_interrupted",
-                    "the chunk did not arrive whole, so its checksum cannot be checked; it was dropped",
-                ));
-            }
-            if digest.is_none_or(|digest| !checksum.matches(digest)) {
-                return Err(checksum_mismatch());
-            }
-        }
+        check_chunk(checksum, digest, !interrupted)?;
 
         let next = &mut self.upload;
         next.parts = pending;
@@ -669,6 +649,23 @@ impl Writer<'_> {
         }
         Ok(committed)
     }
+}
+
+/// The verdict on a chunk sent with `Upload-Checksum`: it must have arrived whole and match.
+fn check_chunk(checksum: Option<Checksum>, digest: Option<ChunkDigest>, whole: bool) -> Result<(), ApiError> {
+    let Some(checksum) = checksum else {
+        return Ok(());
+    };
+    if !whole {
+        return Err(ApiError::bad_request(
+            "upload_interrupted",
+            "the chunk did not arrive whole, so its checksum cannot be checked; it was dropped",
+        ));
+    }
+    if digest.is_none_or(|digest| !checksum.matches(digest)) {
+        return Err(checksum_mismatch());
+    }
+    Ok(())
 }
 
 /// How long a request may send nothing before it counts as cut off, so that a stalled client cannot
