@@ -154,6 +154,15 @@ impl App {
         path.rsplit('/').next().expect("id").parse().expect("video id")
     }
 
+    /// The source object an upload became.
+    async fn source(&self, path: &str) -> Bytes {
+        self.ports
+            .sources
+            .get(&format!("sources/{}", Self::id(path)))
+            .await
+            .expect("source")
+    }
+
     async fn video(&self, path: &str) -> Option<common::catalog::Video> {
         Videos::new(self.ports.store.clone())
             .get(&Self::id(path))
@@ -369,12 +378,7 @@ async fn chunks_larger_than_a_part_and_creation_with_upload() {
         .patch(&app.alice, &path, 7 * MIB, data[(7 * MIB) as usize..].to_vec())
         .await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
-    let stored = app
-        .ports
-        .sources
-        .get(&format!("sources/{}", App::id(&path)))
-        .await
-        .expect("source");
+    let stored = app.source(&path).await;
     assert!(stored.as_ref() == data.as_slice());
 }
 
@@ -599,12 +603,7 @@ async fn a_chunk_cut_off_keeps_what_arrived_unless_it_had_a_checksum() {
     // The client resumes from the offset HEAD reports.
     let answer = app.patch(&app.alice, &path, cut as u64, data[cut..].to_vec()).await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
-    let stored = app
-        .ports
-        .sources
-        .get(&format!("sources/{}", App::id(&path)))
-        .await
-        .expect("source");
+    let stored = app.source(&path).await;
     assert!(stored.as_ref() == data.as_slice());
 }
 
@@ -643,12 +642,7 @@ async fn a_declared_chunk_cut_off_keeps_its_whole_parts() {
         .patch(&app.alice, &path, 6 * MIB, data[(6 * MIB) as usize..].to_vec())
         .await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
-    let stored = app
-        .ports
-        .sources
-        .get(&format!("sources/{}", App::id(&path)))
-        .await
-        .expect("source");
+    let stored = app.source(&path).await;
     assert!(stored.as_ref() == data.as_slice());
     let video = app.video(&path).await.expect("video");
     assert_eq!(
