@@ -118,6 +118,12 @@ pub struct Config {
     pub transcoding: Transcoding,
     /// How long playback URLs live (`STREAMGATE_PLAYBACK_TTL`, seconds, default 300).
     pub playback_ttl: Duration,
+    /// The oldest a token holding read from a chain may be when an access rule is decided on it
+    /// (`STREAMGATE_OWNERSHIP_TTL`, seconds, default 30).
+    pub ownership_ttl: Duration,
+    /// How long one JSON-RPC attempt may take before the next URL is tried (`STREAMGATE_RPC_TIMEOUT`,
+    /// milliseconds, default 3000).
+    pub rpc_timeout: Duration,
     /// The key that signs playback URLs, 64 hex digits (`STREAMGATE_URL_SIGNING_KEY`); required where
     /// they are signed with the aws backend, kept in the data dir otherwise.
     pub url_signing_key: Option<Secret>,
@@ -378,6 +384,12 @@ impl Config {
             media,
             transcoding,
             playback_ttl: seconds("STREAMGATE_PLAYBACK_TTL", 300)?,
+            ownership_ttl: seconds("STREAMGATE_OWNERSHIP_TTL", 30)?,
+            rpc_timeout: Duration::from_millis(parse_num(
+                "STREAMGATE_RPC_TIMEOUT",
+                get("STREAMGATE_RPC_TIMEOUT"),
+                3000u64,
+            )?),
             url_signing_key: secret("STREAMGATE_URL_SIGNING_KEY"),
         })
     }

@@ -2,6 +2,7 @@
 //! runs one binary on Lambda, on Knative or in the local server, errors, configuration and telemetry.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod adapters;
 pub mod blobs;
 pub mod catalog;

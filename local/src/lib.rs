@@ -124,7 +124,7 @@ fn routes(config: &Config, ports: &Ports, local: &LocalParts, domain: String) ->
         .merge(api_upload::router(api_upload::AppState::new(config, ports)?))
         .merge(api_videos::router(api_videos::AppState::new(config, ports)?))
         .merge(api_playback::router(api_playback::AppState::new(config, ports)?))
-        .merge(api_chains::router(api_chains::AppState::new(ports)))
+        .merge(api_chains::router(api_chains::AppState::new(config, ports)))
         .merge(blob_routes([local.sources.clone(), local.media.clone()])))
 }
 

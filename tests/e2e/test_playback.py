@@ -1,6 +1,7 @@
 """Public playback through signed URLs: an upload becomes a ready stream in streamgate-local, its HLS and
 DASH manifests are read by independent parsers (m3u8, mpegdash) and played to the end by ffmpeg over
-HTTP, and every playlist and segment is refused once its signature is altered, missing or expired."""
+HTTP, and every playlist and segment is refused once its signature is altered, missing or expired. Gated
+videos: test_gated_playback.py."""
 
 import json
 import subprocess
@@ -129,7 +130,7 @@ def test_playback_urls_expire(start_local, tmp_path):
     assert answer.json()["code"] == "signature_expired"
 
 
-def test_unfinished_and_gated_videos(ready, tmp_path):
+def test_unfinished_videos(ready):
     url, owner, _ = ready
     assert requests.get(f"{url}/v1/videos/{'0' * 32}/playback", timeout=10).status_code == 404
     # An upload still under way is not ready.
@@ -142,16 +143,6 @@ def test_unfinished_and_gated_videos(ready, tmp_path):
     answer = requests.get(f"{url}/v1/videos/{pending}/playback", headers=bearer(owner), timeout=10)
     assert answer.status_code == 409
     assert answer.json()["code"] == "not_ready"
-
-    # A gated video: anonymous viewers must sign in, others are refused, its owner plays.
-    rule = {"type": "token", "chainId": 1, "contract": "0x" + "11" * 20, "standard": "erc721"}
-    gated = upload_ready_video(url, owner, tmp_path / "gated.mp4", seconds=2, access=rule)
-    anonymous = requests.get(f"{url}/v1/videos/{gated}/playback", timeout=10)
-    assert anonymous.status_code == 401
-    stranger = requests.get(f"{url}/v1/videos/{gated}/playback", headers=bearer(sign_in(url, BOB)), timeout=10)
-    assert stranger.status_code == 403
-    assert stranger.json()["code"] == "access_denied"
-    assert requests.get(f"{url}/v1/videos/{gated}/playback", headers=bearer(owner), timeout=10).status_code == 200
 
 
 def test_hls_js_plays_it_in_headless_chromium(ready):

@@ -1,6 +1,7 @@
 //! The chains StreamGate knows: ten EVM mainnets built in, and any chain given an RPC URL with
 //! `STREAMGATE_RPC_<chainId>` (comma-separated fallbacks), such as a local 31337.
 
+pub mod holdings;
 pub mod rpc;
 
 use std::collections::BTreeMap;

@@ -1,15 +1,19 @@
-//! JSON-RPC to the configured chains through alloy, trying each chain's URLs in order until one answers.
+//! JSON-RPC to the configured chains through alloy: timeouts, retries, fail-over across each chain's URLs
+//! with a circuit breaker per URL, and batched reads through Multicall3 where it is deployed.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, Bytes};
-use alloy::providers::{Provider, RootProvider};
+use alloy::providers::bindings::IMulticall3;
+use alloy::providers::{MULTICALL3_ADDRESS, Provider, RootProvider};
 use alloy::rpc::types::TransactionRequest;
 use alloy::sol;
 use alloy::sol_types::SolCall;
 use alloy::transports::{RpcError as AlloyRpcError, TransportErrorKind};
 use async_trait::async_trait;
+use futures::future::join_all;
 use url::Url;
 
 use super::Chains;
@@ -45,33 +49,124 @@ enum Outcome<T> {
     Refused(String),
 }
 
-/// Providers for every chain that has RPC URLs.
+/// Consecutive failures after which a URL is left alone for [`COOL_DOWN`].
+const TRIP_AFTER: u32 = 3;
+/// How long a tripped URL is skipped before one call may try it again.
+const COOL_DOWN: Duration = Duration::from_secs(30);
+/// Passes over a chain's URLs before a call gives up.
+const ROUNDS: u32 = 2;
+/// Pause before the next pass.
+const BACKOFF: Duration = Duration::from_millis(100);
+/// Calls in one Multicall3 `aggregate3`, well below any node's gas cap for balance reads.
+const MULTICALL_BATCH: usize = 100;
+
+/// The circuit breaker of one URL: closed while it answers, open for [`COOL_DOWN`] after
+/// [`TRIP_AFTER`] failures in a row, then half-open: the next call tries it, and its answer closes the
+/// breaker or opens it again.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    pub fn allows(&self, now: Instant) -> bool {
+        self.open_until.is_none_or(|until| now >= until)
+    }
+
+    pub fn succeeded(&mut self) {
+        *self = Self::default();
+    }
+
+    pub fn failed(&mut self, now: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= TRIP_AFTER {
+            self.open_until = Some(now + COOL_DOWN);
+        }
+    }
+
+    pub fn is_open(&self, now: Instant) -> bool {
+        !self.allows(now)
+    }
+}
+
+struct Endpoint {
+    url: Url,
+    provider: RootProvider,
+    breaker: Mutex<Breaker>,
+}
+
+impl Endpoint {
+    fn host(&self) -> &str {
+        self.url.host_str().unwrap_or("?")
+    }
+
+    fn allows(&self) -> bool {
+        self.breaker.lock().map(|b| b.allows(Instant::now())).unwrap_or(true)
+    }
+
+    fn record(&self, ok: bool) {
+        if let Ok(mut breaker) = self.breaker.lock() {
+            if ok {
+                breaker.succeeded();
+            } else {
+                breaker.failed(Instant::now());
+                if breaker.is_open(Instant::now()) {
+                    tracing::warn!(
+                        url = self.host(),
+                        "RPC URL keeps failing; skipping it for {COOL_DOWN:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+struct Chain {
+    endpoints: Vec<Endpoint>,
+    /// Whether Multicall3 is deployed at its usual address, once known.
+    multicall: tokio::sync::OnceCell<bool>,
+}
+
+/// Providers for every chain that has RPC URLs: each call tries the chain's URLs in order, skipping those
+/// whose breaker is open, with a timeout per attempt and a second pass after a short pause.
 #[derive(Clone)]
 pub struct RpcChains {
-    providers: BTreeMap<u64, Vec<(Url, RootProvider)>>,
+    chains: Arc<BTreeMap<u64, Chain>>,
     timeout: Duration,
 }
 
 impl RpcChains {
     pub fn new(chains: &Chains, timeout: Duration) -> Self {
         install_crypto_provider();
-        let providers = chains
+        let chains = chains
             .iter()
             .filter(|chain| !chain.rpc_urls.is_empty())
             .map(|chain| {
-                let providers = chain
+                let endpoints = chain
                     .rpc_urls
                     .iter()
-                    .map(|url| (url.clone(), RootProvider::new_http(url.clone())))
+                    .map(|url| Endpoint {
+                        url: url.clone(),
+                        provider: RootProvider::new_http(url.clone()),
+                        breaker: Mutex::new(Breaker::default()),
+                    })
                     .collect();
-                (chain.chain_id, providers)
+                let chain_state = Chain {
+                    endpoints,
+                    multicall: tokio::sync::OnceCell::new(),
+                };
+                (chain.chain_id, chain_state)
             })
             .collect();
-        Self { providers, timeout }
+        Self {
+            chains: Arc::new(chains),
+            timeout,
+        }
     }
 
     pub fn is_configured(&self, chain: u64) -> bool {
-        self.providers.contains_key(&chain)
+        self.chains.contains_key(&chain)
     }
 
     async fn first_answer<T, F, Fut>(&self, chain: u64, call: F) -> Result<Outcome<T>, ChainError>
@@ -79,18 +174,119 @@ impl RpcChains {
         F: Fn(RootProvider) -> Fut,
         Fut: Future<Output = Result<T, AlloyRpcError<TransportErrorKind>>>,
     {
-        let providers = self.providers.get(&chain).ok_or(ChainError::NotConfigured(chain))?;
-        let mut last = String::from("no URL tried");
-        for (url, provider) in providers {
-            match tokio::time::timeout(self.timeout, call(provider.clone())).await {
-                Ok(Ok(answer)) => return Ok(Outcome::Answer(answer)),
-                Ok(Err(AlloyRpcError::ErrorResp(payload))) => return Ok(Outcome::Refused(payload.message.to_string())),
-                Ok(Err(err)) => last = format!("{}: {err}", url.host_str().unwrap_or("?")),
-                Err(_) => last = format!("{}: no answer within {:?}", url.host_str().unwrap_or("?"), self.timeout),
+        let endpoints = &self
+            .chains
+            .get(&chain)
+            .ok_or(ChainError::NotConfigured(chain))?
+            .endpoints;
+        let mut last = None;
+        for round in 0..ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(BACKOFF * round).await;
             }
-            tracing::warn!(chain, error = %last, "RPC URL failed; trying the next");
+            for endpoint in endpoints.iter().filter(|e| e.allows()) {
+                let failure = match tokio::time::timeout(self.timeout, call(endpoint.provider.clone())).await {
+                    Ok(Ok(answer)) => {
+                        endpoint.record(true);
+                        return Ok(Outcome::Answer(answer));
+                    }
+                    Ok(Err(AlloyRpcError::ErrorResp(payload))) => {
+                        endpoint.record(true);
+                        return Ok(Outcome::Refused(payload.message.to_string()));
+                    }
+                    Ok(Err(err)) => format!("{}: {err}", endpoint.host()),
+                    Err(_) => format!("{}: no answer within {:?}", endpoint.host(), self.timeout),
+                };
+                endpoint.record(false);
+                tracing::warn!(chain, error = %failure, "RPC URL failed; trying the next");
+                last = Some(failure);
+            }
         }
+        let last = last.unwrap_or_else(|| "every URL is failing and left alone for now".into());
+        metrics::counter!("streamgate_rpc_unavailable_total", "chain" => chain.to_string()).increment(1);
         Err(ChainError::Unavailable { chain, last })
+    }
+
+    /// One read-only call: its return data, `None` when the contract reverted.
+    pub async fn call(&self, chain: u64, to: Address, input: Bytes) -> Result<Option<Bytes>, ChainError> {
+        let request = TransactionRequest::default().to(to).input(input.into());
+        let answer = self
+            .first_answer(chain, |p| {
+                let request = request.clone();
+                async move { p.call(request).await }
+            })
+            .await?;
+        Ok(match answer {
+            Outcome::Answer(output) => Some(output),
+            Outcome::Refused(reason) => {
+                tracing::debug!(chain, %to, %reason, "call refused");
+                None
+            }
+        })
+    }
+
+    /// Whether Multicall3 answers at its usual address on `chain` (asked once per chain and process).
+    async fn has_multicall(&self, chain: u64) -> Result<bool, ChainError> {
+        let state = self.chains.get(&chain).ok_or(ChainError::NotConfigured(chain))?;
+        state
+            .multicall
+            .get_or_try_init(|| async {
+                let code = self
+                    .first_answer(chain, |p| async move { p.get_code_at(MULTICALL3_ADDRESS).await })
+                    .await?;
+                let deployed = matches!(code, Outcome::Answer(code) if !code.is_empty());
+                tracing::info!(chain, deployed, "Multicall3 looked up");
+                Ok(deployed)
+            })
+            .await
+            .copied()
+    }
+
+    /// Read-only calls on one chain, each answered with its return data or `None` when it reverted:
+    /// batched through Multicall3 `aggregate3` where it is deployed, otherwise sent concurrently.
+    pub async fn call_many(&self, chain: u64, calls: &[(Address, Bytes)]) -> Vec<Result<Option<Bytes>, ChainError>> {
+        if calls.len() > 1 {
+            match self.has_multicall(chain).await {
+                Ok(true) => {
+                    let batches = calls.chunks(MULTICALL_BATCH).map(|batch| self.aggregate3(chain, batch));
+                    let mut answers = Vec::with_capacity(calls.len());
+                    for (batch, result) in calls.chunks(MULTICALL_BATCH).zip(join_all(batches).await) {
+                        match result {
+                            Ok(results) => answers.extend(results.into_iter().map(Ok)),
+                            Err(err) => answers.extend(batch.iter().map(|_| Err(err.clone()))),
+                        }
+                    }
+                    return answers;
+                }
+                Ok(false) => {}
+                Err(err) => return calls.iter().map(|_| Err(err.clone())).collect(),
+            }
+        }
+        join_all(calls.iter().map(|(to, input)| self.call(chain, *to, input.clone()))).await
+    }
+
+    async fn aggregate3(&self, chain: u64, batch: &[(Address, Bytes)]) -> Result<Vec<Option<Bytes>>, ChainError> {
+        let calls = batch
+            .iter()
+            .map(|(target, input)| IMulticall3::Call3 {
+                target: *target,
+                allowFailure: true,
+                callData: input.clone(),
+            })
+            .collect();
+        let input = Bytes::from(IMulticall3::aggregate3Call { calls }.abi_encode());
+        metrics::counter!("streamgate_rpc_multicalls_total", "chain" => chain.to_string()).increment(1);
+        let unavailable = |last: String| ChainError::Unavailable { chain, last };
+        let output = self
+            .call(chain, MULTICALL3_ADDRESS, input)
+            .await?
+            .ok_or_else(|| unavailable("Multicall3 reverted".into()))?;
+        let results = IMulticall3::aggregate3Call::abi_decode_returns(&output)
+            .map_err(|e| unavailable(format!("Multicall3 answered what is not its result: {e}")))?;
+        if results.len() != batch.len() {
+            return Err(unavailable("Multicall3 answered another number of results".into()));
+        }
+        Ok(results.into_iter().map(|r| r.success.then_some(r.returnData)).collect())
     }
 }
 
@@ -138,19 +334,41 @@ impl ContractWallets for RpcChains {
             }
             .abi_encode(),
         );
-        let request = TransactionRequest::default().to(wallet).input(input.into());
-        let answer = self
-            .first_answer(chain, |p| {
-                let request = request.clone();
-                async move { p.call(request).await }
-            })
-            .await?;
-        Ok(match answer {
-            Outcome::Answer(output) => output.get(..4) == Some(&EIP1271_MAGIC[..]),
-            Outcome::Refused(reason) => {
-                tracing::debug!(chain, %wallet, %reason, "isValidSignature reverted");
+        Ok(match self.call(chain, wallet, input).await? {
+            Some(output) => output.get(..4) == Some(&EIP1271_MAGIC[..]),
+            None => {
+                tracing::debug!(chain, %wallet, "isValidSignature reverted");
                 false
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_breaker_opens_after_failures_in_a_row_and_half_opens_after_its_cool_down() {
+        let start = Instant::now();
+        let mut breaker = Breaker::default();
+        for _ in 0..TRIP_AFTER - 1 {
+            breaker.failed(start);
+        }
+        assert!(breaker.allows(start), "not yet tripped");
+        breaker.succeeded();
+        for _ in 0..TRIP_AFTER - 1 {
+            breaker.failed(start);
+        }
+        assert!(breaker.allows(start), "a success resets the count");
+        breaker.failed(start);
+        assert!(breaker.is_open(start));
+        assert!(breaker.is_open(start + COOL_DOWN - Duration::from_millis(1)));
+        let later = start + COOL_DOWN;
+        assert!(breaker.allows(later), "half-open after the cool-down");
+        breaker.failed(later);
+        assert!(breaker.is_open(later), "one more failure opens it again");
+        breaker.succeeded();
+        assert!(breaker.allows(later));
     }
 }

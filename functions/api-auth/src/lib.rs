@@ -41,7 +41,7 @@ impl AppState {
             sessions: Sessions::new(keys, ports.store.clone(), ttl(config.session_ttl)),
             domain,
             chains: config.chains.ids().collect(),
-            contract_wallets: Arc::new(RpcChains::new(&config.chains, std::time::Duration::from_secs(5))),
+            contract_wallets: Arc::new(RpcChains::new(&config.chains, config.rpc_timeout)),
             skew: chrono::Duration::seconds(60),
         };
         Ok(Self { sign_in })

@@ -19,8 +19,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
+use common::access::{Rule, Verdict};
 use common::blobs::{BlobError, Blobs};
 use common::catalog::{Video, VideoStatus, Videos};
+use common::chains::Chains;
+use common::chains::holdings::Holdings;
+use common::chains::rpc::RpcChains;
 use common::config::Config;
 use common::identity::Authenticated;
 use common::identity::accounts::Accounts;
@@ -39,6 +43,8 @@ pub struct AppState {
     sessions: Sessions,
     videos: Videos,
     accounts: Accounts,
+    chains: Chains,
+    holdings: Holdings,
     media: Arc<dyn Blobs>,
     signer: UrlSigner,
     ttl: Duration,
@@ -61,6 +67,12 @@ impl AppState {
             sessions: Sessions::new(keys, ports.store.clone(), session_ttl),
             videos: Videos::new(ports.store.clone()),
             accounts: Accounts::new(ports.store.clone()),
+            chains: config.chains.clone(),
+            holdings: Holdings::new(
+                RpcChains::new(&config.chains, config.rpc_timeout),
+                ports.store.clone(),
+                config.ownership_ttl,
+            ),
             media: ports.media.clone(),
             signer: UrlSigner::from_config(config, ports)?,
             ttl: config.playback_ttl,
@@ -103,9 +115,9 @@ fn token(signer: &UrlSigner, id: &VideoId, expires_at: DateTime<Utc>) -> String 
     format!("{}.{signature}", expires_at.timestamp())
 }
 
-/// Whether the viewer may play the video: a public video anyone, any other its owner's account. Rules
-/// on token holdings are decided in the next layer; until then such videos play for their owner only
-/// (closed, never open).
+/// Whether the viewer may play the video: a public video anyone; any other its owner's account, and
+/// accounts whose linked wallets together satisfy its access rule. When that cannot be known because a
+/// chain did not answer, the answer is 503, never a grant.
 async fn authorize(state: &AppState, video: &Video, viewer: Option<&Authenticated>) -> Result<(), ApiError> {
     let public = video.access.get("type").and_then(|t| t.as_str()) == Some("public");
     if public {
@@ -129,10 +141,38 @@ async fn authorize(state: &AppState, video: &Video, viewer: Option<&Authenticate
     if account.as_ref() == Some(viewer.account()) {
         return Ok(());
     }
-    Err(ApiError::forbidden(
-        "access_denied",
-        "no wallet linked to this account satisfies the video's access rule",
-    ))
+    let rule = Rule::parse(&video.access, &state.chains).map_err(|fault| {
+        tracing::error!(video = %video.id, %fault, "a stored access rule no longer holds here");
+        chain_unavailable()
+    })?;
+    let wallets = state
+        .accounts
+        .wallets(viewer.account())
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    match state.holdings.evaluate(&rule, &wallets).await {
+        Verdict::Granted => Ok(()),
+        Verdict::Denied => {
+            metrics::counter!("streamgate_playback_denials_total").increment(1);
+            Err(ApiError::forbidden(
+                "access_denied",
+                "no wallet linked to this account satisfies the video's access rule",
+            ))
+        }
+        Verdict::Unknown(err) => {
+            tracing::warn!(video = %video.id, error = %err, "access undecided: a chain did not answer");
+            Err(chain_unavailable())
+        }
+    }
+}
+
+fn chain_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "chain_unavailable",
+        "the chain this video's access rule reads is not answering; try again shortly",
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
 }
 
 #[derive(Serialize)]

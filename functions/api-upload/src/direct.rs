@@ -84,8 +84,7 @@ async fn create(
         description: request.description,
         access: request.access,
     }
-    .validate()
-    .map_err(|detail| ApiError::bad_request("invalid_metadata", detail))?;
+    .validate(&state.chains)?;
 
     let id = VideoId::generate();
     let key = common::pipeline::source_key(&id);

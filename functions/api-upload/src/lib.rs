@@ -16,6 +16,7 @@ use axum::http::HeaderMap;
 use chrono::Utc;
 use common::blobs::{BlobError, Blobs};
 use common::catalog::{Video, VideoStatus, Videos};
+use common::chains::Chains;
 use common::config::{Config, UploadLimits};
 use common::identity::Authenticated;
 use common::identity::sessions::{SessionKeys, Sessions};
@@ -24,7 +25,6 @@ use common::platform::Ports;
 use common::problem::ApiError;
 use common::store::StoreError;
 use common::uploads::{Upload, UploadError, UploadState, Uploads};
-use serde_json::Value;
 use url::Url;
 
 pub use metadata::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
@@ -37,6 +37,8 @@ pub struct AppState {
     videos: Videos,
     sources: Arc<dyn Blobs>,
     limits: UploadLimits,
+    /// The chains access rules may name.
+    chains: Chains,
     /// The base of the URLs handed out; when unset, the scheme and host the request came to.
     public_url: Option<Url>,
 }
@@ -57,6 +59,7 @@ impl AppState {
             videos: Videos::new(ports.store.clone()),
             sources: ports.sources.clone(),
             limits: config.uploads,
+            chains: config.chains.clone(),
             public_url: config.public_url.clone(),
         })
     }
@@ -184,33 +187,6 @@ fn new_video(id: VideoId, owner: &Authenticated, details: metadata::Details) -> 
         created_at: now,
         updated_at: now,
     }
-}
-
-/// An access rule as an upload may set it: checked for shape here; chains and contracts are checked
-/// where rules are evaluated.
-fn check_access(access: &Value) -> Result<(), String> {
-    fn check(rule: &Value, depth: usize) -> Result<(), String> {
-        if depth > 8 {
-            return Err("access rules nest at most 8 deep".into());
-        }
-        let Some(object) = rule.as_object() else {
-            return Err("an access rule is a JSON object".into());
-        };
-        for combinator in ["anyOf", "allOf"] {
-            if let Some(list) = object.get(combinator) {
-                let rules = list
-                    .as_array()
-                    .filter(|rules| !rules.is_empty())
-                    .ok_or_else(|| format!("`{combinator}` takes a non-empty list of rules"))?;
-                return rules.iter().try_for_each(|rule| check(rule, depth + 1));
-            }
-        }
-        match object.get("type").and_then(Value::as_str) {
-            Some("public") | Some("token") => Ok(()),
-            _ => Err("an access rule has `type` public or token, or `anyOf` / `allOf`".into()),
-        }
-    }
-    check(access, 0)
 }
 
 fn gone(upload: &Upload) -> ApiError {

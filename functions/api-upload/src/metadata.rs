@@ -2,6 +2,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use common::access::Rule;
+use common::chains::Chains;
+use common::problem::ApiError;
 use serde_json::Value;
 
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -93,7 +96,24 @@ fn is_known(key: &str) -> bool {
 
 impl Fields {
     /// Checks the fields and fills in a title: the one given, else the file name without its extension.
-    pub fn validate(self) -> Result<Details, String> {
+    /// An access rule is checked against the chains this installation reads, and kept in its canonical
+    /// form.
+    pub fn validate(self, chains: &Chains) -> Result<Details, ApiError> {
+        let details = self
+            .validate_text()
+            .map_err(|detail| ApiError::bad_request("invalid_metadata", detail))?;
+        let access = match &details.access {
+            None => None,
+            Some(access) => Some(
+                Rule::parse(access, chains)
+                    .map_err(|fault| ApiError::bad_request("invalid_access", fault.to_string()))?
+                    .to_json(),
+            ),
+        };
+        Ok(Details { access, ..details })
+    }
+
+    fn validate_text(self) -> Result<Details, String> {
         let filename = self.filename.map(|name| name.trim().to_owned());
         if let Some(name) = &filename
             && (name.chars().count() > MAX_FILENAME_CHARS || name.chars().any(char::is_control))
@@ -130,9 +150,6 @@ impl Fields {
                 "description must be at most {MAX_DESCRIPTION_CHARS} characters"
             ));
         }
-        if let Some(access) = &self.access {
-            super::check_access(access)?;
-        }
         Ok(Details {
             filename,
             content_type,
@@ -158,6 +175,10 @@ fn is_media_type(text: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn chains() -> Chains {
+        Chains::from_vars(std::iter::empty()).expect("built-in chains")
+    }
+
     fn b64(text: &str) -> String {
         STANDARD.encode(text)
     }
@@ -171,7 +192,10 @@ mod tests {
             b64("Holiday"),
             b64(r#"{"type":"public"}"#)
         );
-        let details = parse_header(&header).expect("valid").validate().expect("valid");
+        let details = parse_header(&header)
+            .expect("valid")
+            .validate(&chains())
+            .expect("valid");
         assert_eq!(details.filename.as_deref(), Some("holiday.mov"));
         assert_eq!(details.content_type.as_deref(), Some("video/quicktime"));
         assert_eq!(details.title, "Holiday");
@@ -181,11 +205,16 @@ mod tests {
     #[test]
     fn the_title_defaults_to_the_file_name() {
         let details = parse_header(&format!("filename {}", b64("my.trip.mp4")))
-            .and_then(Fields::validate)
+            .expect("parses")
+            .validate(&chains())
             .expect("valid");
         assert_eq!(details.title, "my.trip");
         assert_eq!(
-            parse_header("").and_then(Fields::validate).expect("empty").title,
+            parse_header("")
+                .expect("empty")
+                .validate(&chains())
+                .expect("valid")
+                .title,
             "Untitled"
         );
     }
@@ -201,11 +230,16 @@ mod tests {
             format!("access {}", b64("{not json")),
             format!("access {}", b64(r#"{"type":"everyone"}"#)),
             format!("access {}", b64(r#"{"anyOf":[]}"#)),
+            format!(
+                "access {}",
+                b64(r#"{"type":"token","chainId":1,"contract":"0x1","standard":"erc20"}"#)
+            ),
             format!("filetype {}", b64("mp4")),
             format!("filename {}", b64("a\nb")),
             "x".repeat(MAX_HEADER_BYTES + 1),
         ] {
-            assert!(parse_header(&bad).and_then(Fields::validate).is_err(), "{bad:.80}");
+            let refused = parse_header(&bad).map(|fields| fields.validate(&chains()));
+            assert!(!matches!(refused, Ok(Ok(_))), "{bad:.80}");
         }
     }
 }

@@ -273,7 +273,19 @@ async fn creation_checks_length_and_metadata() {
             Some("10"),
             format!("access {}", b64("{\"type\":\"anyone\"}")),
             StatusCode::BAD_REQUEST,
-            "invalid_metadata",
+            "invalid_access",
+        ),
+        (
+            // A rule on a chain this installation cannot read.
+            Some("10"),
+            format!(
+                "access {}",
+                b64(
+                    r#"{"type":"token","chainId":137,"contract":"0x5FbDB2315678afecb367f032d93F642f64180aa3","standard":"erc721"}"#
+                )
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_access",
         ),
     ] {
         let mut request = app

@@ -192,8 +192,8 @@ async fn create(State(state): State<AppState>, auth: Authenticated, request: Req
         None => None,
     };
     let details = metadata::parse_header(raw_metadata.as_deref().unwrap_or_default())
-        .and_then(metadata::Fields::validate)
-        .map_err(|detail| ApiError::bad_request("invalid_metadata", detail))?;
+        .map_err(|detail| ApiError::bad_request("invalid_metadata", detail))?
+        .validate(&state.chains)?;
     let with_upload = has_body(headers, &body);
     let declared = number(headers, &header::CONTENT_LENGTH)?;
     let checksum = Checksum::parse(headers)?;

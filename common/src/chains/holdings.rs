@@ -1,0 +1,394 @@
+//! Token holdings of wallets, read from the chains and cached, and the evaluation of access rules on them.
+//!
+//! One holding is what one wallet holds of one token condition (a contract's balance, or of the listed
+//! ids). Holdings are cached in process (bounded LRU, each entry expiring when its answer reaches
+//! `STREAMGATE_OWNERSHIP_TTL` of age) and in `Store`, so other instances and cold starts share them. Two
+//! checks of one holding at once share one load. The reads of holdings loaded at the same moment are
+//! gathered per chain for [`BATCH_WINDOW`] and sent as one batch (one Multicall3 `aggregate3` where it
+//! is deployed).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, Bytes, U256};
+use alloy::sol;
+use alloy::sol_types::SolCall;
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use super::rpc::{ChainError, RpcChains};
+use crate::access::{Rule, Standard, TokenCondition, Verdict};
+use crate::store::{Item, Store};
+
+sol! {
+    interface IBalance {
+        /// ERC-20 and ERC-721.
+        function balanceOf(address owner) external view returns (uint256);
+    }
+    interface IERC721Owner {
+        function ownerOf(uint256 tokenId) external view returns (address);
+    }
+    interface IERC1155Balance {
+        function balanceOf(address account, uint256 id) external view returns (uint256);
+    }
+}
+
+/// How long reads wait for others to share their batch.
+pub const BATCH_WINDOW: Duration = Duration::from_millis(1);
+/// Holdings kept in process.
+const CACHE_CAPACITY: u64 = 100_000;
+
+/// One wallet's holding of one condition's token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HoldingKey {
+    chain: u64,
+    contract: Address,
+    standard: Standard,
+    token_ids: Option<Arc<[U256]>>,
+    wallet: Address,
+}
+
+impl HoldingKey {
+    fn new(condition: &TokenCondition, wallet: Address) -> Self {
+        Self {
+            chain: condition.chain_id,
+            contract: condition.contract,
+            standard: condition.standard,
+            token_ids: condition.token_ids.as_deref().map(Arc::from),
+            wallet,
+        }
+    }
+
+    fn store_keys(&self) -> (String, String) {
+        let pk = format!("holding#{}#{}#{}", self.chain, self.contract, self.wallet);
+        let sk = match &self.token_ids {
+            None => self.standard.as_str().to_owned(),
+            Some(ids) => {
+                let mut digest = Sha256::new();
+                for id in ids.iter() {
+                    digest.update(id.to_be_bytes::<32>());
+                }
+                format!("{}#{}", self.standard.as_str(), hex::encode(&digest.finalize()[..12]))
+            }
+        };
+        (pk, sk)
+    }
+
+    /// The calls that read the holding.
+    fn reads(&self) -> Vec<(Address, Bytes)> {
+        let call = |input: Vec<u8>| (self.contract, Bytes::from(input));
+        match (&self.token_ids, self.standard) {
+            (Some(ids), Standard::Erc721) => ids
+                .iter()
+                .map(|&id| call(IERC721Owner::ownerOfCall { tokenId: id }.abi_encode()))
+                .collect(),
+            (Some(ids), _) => ids
+                .iter()
+                .map(|&id| {
+                    call(
+                        IERC1155Balance::balanceOfCall {
+                            account: self.wallet,
+                            id,
+                        }
+                        .abi_encode(),
+                    )
+                })
+                .collect(),
+            (None, _) => vec![call(IBalance::balanceOfCall { owner: self.wallet }.abi_encode())],
+        }
+    }
+
+    /// The holding the answers to [`Self::reads`] make. A reverted call or an answer that is not the
+    /// function's (a contract of another kind, an account without code) holds nothing.
+    fn amount(&self, answers: &[Option<Bytes>]) -> U256 {
+        let balance = |answer: &Option<Bytes>| {
+            answer
+                .as_ref()
+                .and_then(|data| IBalance::balanceOfCall::abi_decode_returns(data).ok())
+                .unwrap_or_default()
+        };
+        match (&self.token_ids, self.standard) {
+            (Some(_), Standard::Erc721) => {
+                let owned = answers
+                    .iter()
+                    .filter_map(|a| a.as_ref())
+                    .filter_map(|data| IERC721Owner::ownerOfCall::abi_decode_returns(data).ok())
+                    .filter(|owner| *owner == self.wallet)
+                    .count();
+                U256::from(owned)
+            }
+            _ => answers.iter().map(balance).fold(U256::ZERO, |a, b| a.saturating_add(b)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Holding {
+    amount: U256,
+    /// When the chain was asked (Unix milliseconds).
+    observed_at: i64,
+}
+
+impl Holding {
+    fn age(&self) -> Duration {
+        let age = chrono::Utc::now().timestamp_millis() - self.observed_at;
+        Duration::from_millis(age.max(0) as u64)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredHolding {
+    amount: String,
+    observed_at: i64,
+}
+
+/// Entries leave the cache when their answer reaches the TTL in age, wherever it was first read.
+struct AgeLimit(Duration);
+
+impl moka::Expiry<HoldingKey, Holding> for AgeLimit {
+    fn expire_after_create(&self, _: &HoldingKey, value: &Holding, _: Instant) -> Option<Duration> {
+        Some(self.0.saturating_sub(value.age()))
+    }
+}
+
+struct Pending {
+    target: Address,
+    input: Bytes,
+    reply: oneshot::Sender<Result<Option<Bytes>, ChainError>>,
+}
+
+/// Gathers the calls made on one chain within [`BATCH_WINDOW`] into one batch.
+#[derive(Clone)]
+struct Batcher {
+    rpc: RpcChains,
+    queues: Arc<Mutex<HashMap<u64, Vec<Pending>>>>,
+}
+
+impl Batcher {
+    async fn call(&self, chain: u64, target: Address, input: Bytes) -> Result<Option<Bytes>, ChainError> {
+        let (reply, answer) = oneshot::channel();
+        let first = {
+            let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+            let queue = queues.entry(chain).or_default();
+            queue.push(Pending { target, input, reply });
+            queue.len() == 1
+        };
+        if first {
+            let batcher = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(BATCH_WINDOW).await;
+                batcher.flush(chain).await;
+            });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(ChainError::Unavailable {
+                chain,
+                last: "the batch was abandoned".into(),
+            })
+        })
+    }
+
+    async fn flush(&self, chain: u64) {
+        let batch = self
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&chain)
+            .unwrap_or_default();
+        let calls: Vec<_> = batch.iter().map(|p| (p.target, p.input.clone())).collect();
+        metrics::histogram!("streamgate_rpc_batch_calls").record(calls.len() as f64);
+        let answers = self.rpc.call_many(chain, &calls).await;
+        for (pending, answer) in batch.into_iter().zip(answers) {
+            // A caller that went away no longer needs its answer.
+            drop(pending.reply.send(answer));
+        }
+    }
+}
+
+/// Holdings of wallets, and whether they satisfy access rules.
+#[derive(Clone)]
+pub struct Holdings {
+    cache: moka::future::Cache<HoldingKey, Holding>,
+    store: Arc<dyn Store>,
+    batcher: Batcher,
+    ttl: Duration,
+}
+
+impl Holdings {
+    /// Holdings read through `rpc`, cached for at most `ttl` (`STREAMGATE_OWNERSHIP_TTL`).
+    pub fn new(rpc: RpcChains, store: Arc<dyn Store>, ttl: Duration) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(CACHE_CAPACITY)
+            .expire_after(AgeLimit(ttl))
+            .build();
+        Self {
+            cache,
+            store,
+            batcher: Batcher {
+                rpc,
+                queues: Arc::default(),
+            },
+            ttl,
+        }
+    }
+
+    /// Whether `wallets` together satisfy `rule`.
+    pub async fn evaluate(&self, rule: &Rule, wallets: &[Address]) -> Verdict {
+        let conditions = rule.conditions();
+        let amounts = join_all(conditions.iter().map(|c| self.held(c, wallets))).await;
+        let table: Vec<_> = conditions.into_iter().zip(amounts).collect();
+        rule.decide(&|condition| {
+            table
+                .iter()
+                .find(|(c, _)| *c == condition)
+                .map(|(_, amount)| amount.clone())
+                .unwrap_or_else(|| Err(ChainError::NotConfigured(condition.chain_id)))
+        })
+    }
+
+    /// What `wallets` hold together of the condition's token. When some holdings could not be read, the
+    /// sum of the others answers only if it already reaches the condition's minimum.
+    pub async fn held(&self, condition: &TokenCondition, wallets: &[Address]) -> Result<U256, ChainError> {
+        let holdings = join_all(wallets.iter().map(|&w| self.holding(HoldingKey::new(condition, w)))).await;
+        let mut total = U256::ZERO;
+        let mut failure = None;
+        for holding in holdings {
+            match holding {
+                Ok(amount) => total = total.saturating_add(amount),
+                Err(err) => failure = failure.or(Some(err)),
+            }
+        }
+        match failure {
+            Some(err) if total < condition.min_balance => Err(err),
+            _ => Ok(total),
+        }
+    }
+
+    async fn holding(&self, key: HoldingKey) -> Result<U256, ChainError> {
+        if let Some(holding) = self.cache.get(&key).await {
+            metrics::counter!("streamgate_holdings_lookups_total", "from" => "memory").increment(1);
+            return Ok(holding.amount);
+        }
+        self.cache
+            .try_get_with(key.clone(), self.load(key))
+            .await
+            .map(|holding| holding.amount)
+            .map_err(|err| (*err).clone())
+    }
+
+    /// A holding from `Store` while it is young enough, else from the chain (then kept in `Store`).
+    async fn load(&self, key: HoldingKey) -> Result<Holding, ChainError> {
+        let (pk, sk) = key.store_keys();
+        match self.store.get(&pk, &sk).await {
+            Ok(Some(item)) => match item.record::<StoredHolding>() {
+                Ok(stored) => {
+                    let holding = Holding {
+                        amount: U256::from_str_radix(&stored.amount, 10).unwrap_or_default(),
+                        observed_at: stored.observed_at,
+                    };
+                    if holding.age() < self.ttl {
+                        metrics::counter!("streamgate_holdings_lookups_total", "from" => "store").increment(1);
+                        return Ok(holding);
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "unreadable cached holding; reading the chain"),
+            },
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "holdings cache unavailable; reading the chain"),
+        }
+        metrics::counter!("streamgate_holdings_lookups_total", "from" => "chain").increment(1);
+        let observed_at = chrono::Utc::now().timestamp_millis();
+        let answers = join_all(
+            key.reads()
+                .into_iter()
+                .map(|(target, input)| self.batcher.call(key.chain, target, input)),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+        let holding = Holding {
+            amount: key.amount(&answers),
+            observed_at,
+        };
+        let stored = StoredHolding {
+            amount: holding.amount.to_string(),
+            observed_at,
+        };
+        let expires = observed_at / 1000 + self.ttl.as_secs() as i64 + 1;
+        match Item::from_record(pk, sk, &stored) {
+            Ok(item) => {
+                if let Err(err) = self.store.put(item.expiring_at(expires), None).await {
+                    tracing::warn!(error = %err, "could not keep a holding in the store");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "could not keep a holding in the store"),
+        }
+        Ok(holding)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::address;
+    use alloy::sol_types::SolValue;
+
+    const WALLET: Address = address!("0x70997970C51812dc3A010C7d01b50e0d17dc79C8");
+    const OTHER: Address = address!("0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC");
+    const TOKEN: Address = address!("0x5FbDB2315678afecb367f032d93F642f64180aa3");
+
+    fn key(standard: Standard, ids: Option<&[u64]>) -> HoldingKey {
+        HoldingKey {
+            chain: 31337,
+            contract: TOKEN,
+            standard,
+            token_ids: ids.map(|ids| ids.iter().map(|&i| U256::from(i)).collect()),
+            wallet: WALLET,
+        }
+    }
+
+    fn word(value: impl SolValue) -> Option<Bytes> {
+        Some(Bytes::from(value.abi_encode()))
+    }
+
+    #[test]
+    fn reads_and_amounts_per_standard() {
+        let coin = key(Standard::Erc20, None);
+        let reads = coin.reads();
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads[0].0, TOKEN);
+        assert_eq!(reads[0].1[..4], IBalance::balanceOfCall::SELECTOR);
+        assert_eq!(coin.amount(&[word(U256::from(7))]), U256::from(7));
+        assert_eq!(coin.amount(&[None]), U256::ZERO, "a revert holds nothing");
+        assert_eq!(coin.amount(&[Some(Bytes::new())]), U256::ZERO, "no code holds nothing");
+
+        let passes = key(Standard::Erc721, Some(&[1, 2, 3]));
+        assert_eq!(passes.reads().len(), 3);
+        assert_eq!(passes.reads()[2].1[..4], IERC721Owner::ownerOfCall::SELECTOR);
+        let owners = [word(WALLET), word(OTHER), None];
+        assert_eq!(passes.amount(&owners), U256::from(1));
+
+        let tickets = key(Standard::Erc1155, Some(&[4, 5]));
+        assert_eq!(tickets.reads()[0].1[..4], IERC1155Balance::balanceOfCall::SELECTOR);
+        assert_eq!(
+            tickets.amount(&[word(U256::from(2)), word(U256::MAX)]),
+            U256::MAX,
+            "saturates"
+        );
+    }
+
+    #[test]
+    fn store_keys_tell_id_sets_apart() {
+        let (pk, sk) = key(Standard::Erc20, None).store_keys();
+        assert_eq!(pk, format!("holding#31337#{TOKEN}#{WALLET}"));
+        assert_eq!(sk, "erc20");
+        let (_, a) = key(Standard::Erc721, Some(&[1, 2])).store_keys();
+        let (_, b) = key(Standard::Erc721, Some(&[1, 3])).store_keys();
+        assert_ne!(a, b);
+        assert!(a.starts_with("erc721#"));
+    }
+}
