@@ -121,7 +121,7 @@ pub struct Config {
     /// The oldest a token holding read from a chain may be when an access rule is decided on it
     /// (`STREAMGATE_OWNERSHIP_TTL`, seconds, default 30).
     pub ownership_ttl: Duration,
-    /// How long one JSON-RPC attempt may take before the next URL is tried (`STREAMGATE_RPC_TIMEOUT`,
+    /// How long one JSON-RPC attempt may take before the next URL is tried (`STREAMGATE_CHAIN_TIMEOUT_MS`,
     /// milliseconds, default 3000).
     pub rpc_timeout: Duration,
     /// The key that signs playback URLs, 64 hex digits (`STREAMGATE_URL_SIGNING_KEY`); required where
@@ -386,8 +386,8 @@ impl Config {
             playback_ttl: seconds("STREAMGATE_PLAYBACK_TTL", 300)?,
             ownership_ttl: seconds("STREAMGATE_OWNERSHIP_TTL", 30)?,
             rpc_timeout: Duration::from_millis(parse_num(
-                "STREAMGATE_RPC_TIMEOUT",
-                get("STREAMGATE_RPC_TIMEOUT"),
+                "STREAMGATE_CHAIN_TIMEOUT_MS",
+                get("STREAMGATE_CHAIN_TIMEOUT_MS"),
                 3000u64,
             )?),
             url_signing_key: secret("STREAMGATE_URL_SIGNING_KEY"),
