@@ -65,6 +65,10 @@ pub struct Video {
     pub renditions: Vec<Rendition>,
     pub access: Value,
     pub cid: Option<String>,
+    /// Whether an AES-128 encrypted HLS copy exists beside the clear stream (gated videos), its key
+    /// served at `/v1/keys/{id}` under the video's access rule.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted_hls: bool,
     /// The uploaded file, once the upload is complete.
     #[serde(default)]
     pub source: Option<Source>,
@@ -131,6 +135,37 @@ impl Videos {
             }
         }
         Err(StoreError::Backend(format!("video {id} changed too often to update")))
+    }
+
+    /// The video's AES-128 content key, made on first use; a second call answers the same key.
+    pub async fn content_key(&self, id: &VideoId) -> Result<[u8; 16], StoreError> {
+        if let Some(key) = self.existing_content_key(id).await? {
+            return Ok(key);
+        }
+        let mut key = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+        let item = Item::new(Self::pk(id), "key").with("key", hex::encode(key));
+        match self.store.put(item, Some(Condition::NotExists)).await {
+            Ok(()) => Ok(key),
+            // Made at the same time by another run: that one is the key.
+            Err(StoreError::ConditionFailed) => self
+                .existing_content_key(id)
+                .await?
+                .ok_or_else(|| StoreError::Backend(format!("the key of video {id} vanished"))),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The video's content key, if it has one.
+    pub async fn existing_content_key(&self, id: &VideoId) -> Result<Option<[u8; 16]>, StoreError> {
+        let Some(item) = self.store.get(&Self::pk(id), "key").await? else {
+            return Ok(None);
+        };
+        let text = item.attrs.get("key").and_then(Value::as_str).unwrap_or_default();
+        let mut key = [0u8; 16];
+        hex::decode_to_slice(text, &mut key)
+            .map_err(|_| StoreError::Backend(format!("the key of video {id} is unreadable")))?;
+        Ok(Some(key))
     }
 
     /// Deletes the record; deleting a missing video succeeds.

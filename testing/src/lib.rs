@@ -89,6 +89,7 @@ pub async fn video_with_source(ports: &Ports, status: VideoStatus, source: Vec<u
         renditions: vec![],
         access: serde_json::json!({"type": "public"}),
         cid: None,
+        encrypted_hls: false,
         source: None,
         created_at: now,
         updated_at: now,

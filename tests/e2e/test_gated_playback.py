@@ -5,6 +5,7 @@ by web3.py; viewers sign in with eth-account and siwe-py; ffmpeg plays what they
 The server reads chain 31337 through a dead RPC URL first and anvil second, so every grant here also
 shows fail-over. The last test stops the chains: gated playback then answers 503, never a grant."""
 
+import json
 import re
 import subprocess
 import time
@@ -15,7 +16,7 @@ from eth_account import Account
 from web3 import Web3
 
 import conftest
-from conftest import contract_artefact, free_port
+from conftest import ROOT, contract_artefact, free_port
 from test_playback import frames_played, upload_ready_video
 from wallets import bearer, message, sign, sign_in
 
@@ -237,6 +238,69 @@ def test_the_gated_stream_plays_through_its_signed_urls(world):
     urls = playback(world, "pass", HOLDER).json()
     assert frames_played(urls["hls"]) == 60
     assert frames_played(urls["dash"]) == 60
+
+
+def play(url: str, token: str | None = None) -> subprocess.CompletedProcess:
+    headers = ["-headers", f"Authorization: Bearer {token}\r\n"] if token else []
+    return subprocess.run(
+        ["ffmpeg", "-v", "error", *headers, "-i", url, "-map", "0:v:0", "-f", "framemd5", "-"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_the_encrypted_stream_plays_with_its_key_and_not_without(world):
+    holder = world.tokens[HOLDER.address]
+    urls = playback(world, "pass", HOLDER).json()
+    encrypted = urls["hlsEncrypted"]
+    assert encrypted.endswith("/aes/master.m3u8")
+    media = requests.get(encrypted.replace("master.m3u8", "240p/index.m3u8"), timeout=5).text
+    key_line = next(line for line in media.splitlines() if line.startswith("#EXT-X-KEY"))
+    assert key_line == f'#EXT-X-KEY:METHOD=AES-128,URI="{world.url}/v1/keys/{world.videos["pass"]}"'
+    assert media.index("#EXT-X-MAP") < media.index("#EXT-X-KEY")
+
+    # The segments really are encrypted: not the clear ones, whole AES blocks, not MP4 boxes.
+    clear = requests.get(urls["hls"].replace("master.m3u8", "240p/seg-00000.m4s"), timeout=5).content
+    sealed = requests.get(encrypted.replace("master.m3u8", "240p/seg-00000.m4s"), timeout=5).content
+    assert len(sealed) % 16 == 0 and len(clear) < len(sealed) <= len(clear) + 16
+    assert clear[4:8] in (b"styp", b"moof") and sealed[4:8] not in (b"styp", b"moof")
+
+    # The key answers under the video's rule.
+    key_url = f"{world.url}/v1/keys/{world.videos['pass']}"
+    key = requests.get(key_url, headers=bearer(holder), timeout=5)
+    assert key.status_code == 200 and len(key.content) == 16
+    assert key.headers["cache-control"] == "private, no-store"
+    assert requests.get(key_url, timeout=5).status_code == 401
+    denied = requests.get(key_url, headers=bearer(world.tokens[STRANGER.address]), timeout=5)
+    assert denied.status_code == 403 and denied.json()["code"] == "access_denied"
+
+    played = play(encrypted, holder)
+    assert played.returncode == 0 and played.stderr == "", played.stderr
+    assert sum(1 for line in played.stdout.splitlines() if not line.startswith("#")) == 60
+    # Without the viewer's token the key is refused, and nothing decodes.
+    refused = play(encrypted)
+    assert refused.returncode != 0
+    assert "Unable to open key file" in refused.stderr, refused.stderr
+    assert not any(not line.startswith("#") for line in refused.stdout.splitlines())
+
+
+def test_hls_js_plays_the_encrypted_stream_in_headless_chromium(world):
+    """hls.js fetches the key with the viewer's token and decrypts the CMAF segments in the browser."""
+    encrypted = playback(world, "pass", HOLDER).json()["hlsEncrypted"]
+    player = ROOT / "tests" / "clients" / "play-hls.mjs"
+    token = world.tokens[HOLDER.address]
+    done = subprocess.run(
+        ["node", str(player), encrypted, "--seconds", "1.5", "--bearer", token], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["error"] is None, result
+    assert result["currentTime"] >= 1.5
+    # Without the token the key request is refused and hls.js gives up.
+    done = subprocess.run(["node", str(player), encrypted, "--seconds", "1.5"], capture_output=True, text=True, timeout=120)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["error"] is not None and "key" in result["error"].lower(), result
 
 
 def test_a_transfer_moves_access_within_the_ttl(world):

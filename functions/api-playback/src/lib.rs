@@ -5,7 +5,10 @@
 //! against it, so every playlist, manifest, init segment and segment they fetch carries the same token,
 //! and any altered, missing or expired token is refused. Playlists and manifests are served from here;
 //! segments too with the embedded backend, and with S3 by a redirect to a presigned URL that lives no
-//! longer than the token. Whether a viewer may have the URLs at all is decided in [`authorize`].
+//! longer than the token. Whether a viewer may have the URLs at all is decided in [`authorize`]: public
+//! videos for anyone, gated ones for their owner's account and accounts whose wallets satisfy the video's
+//! access rule. Gated videos also have an AES-128 encrypted HLS copy, whose key `/v1/keys/{id}` answers
+//! under the same check.
 #![forbid(unsafe_code)]
 
 use std::str::FromStr;
@@ -101,6 +104,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/videos/{id}/playback", get(playback))
         .route("/v1/media/{token}/{id}/{*path}", get(media))
+        .route("/v1/keys/{id}", get(key))
         .with_state(state)
 }
 
@@ -180,7 +184,29 @@ fn chain_unavailable() -> ApiError {
 struct Playback {
     hls: String,
     dash: String,
+    /// The AES-128 encrypted HLS stream of a gated video, its key at `/v1/keys/{id}` (Bearer token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hls_encrypted: Option<String>,
     expires_at: DateTime<Utc>,
+}
+
+/// The video `id` names, once the viewer may play it.
+async fn playable(state: &AppState, id: &str, viewer: Option<&Authenticated>) -> Result<Video, ApiError> {
+    let id = VideoId::from_str(id).map_err(|_| ApiError::not_found("no such video"))?;
+    let video = state
+        .videos
+        .get(&id)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?
+        .ok_or_else(|| ApiError::not_found("no such video"))?;
+    authorize(state, &video, viewer).await?;
+    if video.status != VideoStatus::Ready {
+        return Err(ApiError::conflict(
+            "not_ready",
+            format!("the video is {:?}, not ready to play", video.status).to_lowercase(),
+        ));
+    }
+    Ok(video)
 }
 
 /// `GET /v1/videos/{id}/playback`: signed, short-lived HLS and DASH URLs.
@@ -190,20 +216,8 @@ async fn playback(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Playback>, ApiError> {
-    let id = VideoId::from_str(&id).map_err(|_| ApiError::not_found("no such video"))?;
-    let video = state
-        .videos
-        .get(&id)
-        .await
-        .map_err(|e| ApiError::unavailable(&e))?
-        .ok_or_else(|| ApiError::not_found("no such video"))?;
-    authorize(&state, &video, viewer.as_ref()).await?;
-    if video.status != VideoStatus::Ready {
-        return Err(ApiError::conflict(
-            "not_ready",
-            format!("the video is {:?}, not ready to play", video.status).to_lowercase(),
-        ));
-    }
+    let video = playable(&state, &id, viewer.as_ref()).await?;
+    let id = video.id;
     let expires_at = Utc::now() + chrono::Duration::from_std(state.ttl).unwrap_or(chrono::Duration::minutes(5));
     let base = format!(
         "{}/v1/media/{}/{id}",
@@ -214,8 +228,40 @@ async fn playback(
     Ok(Json(Playback {
         hls: format!("{base}/master.m3u8"),
         dash: format!("{base}/manifest.mpd"),
+        hls_encrypted: video.encrypted_hls.then(|| format!("{base}/aes/master.m3u8")),
         expires_at,
     }))
+}
+
+/// `GET /v1/keys/{id}`: the AES-128 key of a video's encrypted HLS stream, to viewers who may play it.
+async fn key(
+    State(state): State<AppState>,
+    viewer: Option<Authenticated>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let video = playable(&state, &id, viewer.as_ref()).await?;
+    let key = match video.encrypted_hls {
+        true => state
+            .videos
+            .existing_content_key(&video.id)
+            .await
+            .map_err(|e| ApiError::unavailable(&e))?,
+        false => None,
+    };
+    let key = key.ok_or_else(|| ApiError::not_found("this video has no encrypted stream"))?;
+    metrics::counter!("streamgate_playback_keys_total").increment(1);
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("private, no-store")),
+        ],
+        key.to_vec(),
+    )
+        .into_response())
 }
 
 fn signature_error(err: SignatureError) -> ApiError {

@@ -183,6 +183,7 @@ fn new_video(id: VideoId, owner: &Authenticated, details: metadata::Details) -> 
         renditions: Vec::new(),
         access: details.access.unwrap_or_else(|| serde_json::json!({"type": "public"})),
         cid: None,
+        encrypted_hls: false,
         source: None,
         created_at: now,
         updated_at: now,

@@ -5,6 +5,7 @@
 //! writes the same manifests.
 #![forbid(unsafe_code)]
 
+pub mod encryption;
 pub mod manifests;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use common::events::{Event, EventError, EventHandler, Trigger};
 use common::ids::VideoId;
 use common::pipeline::{FinalizeJob, Jobs, Plan, decode, live_video, media_prefix, source_key};
 use common::platform::Ports;
+use futures::{StreamExt, TryStreamExt};
 
 use manifests::{Audio, Segment, Variant};
 
@@ -32,6 +34,9 @@ pub struct Handler {
     sources: Arc<dyn Blobs>,
     media: Arc<dyn Blobs>,
     max_attempts: u32,
+    /// Base of the key URIs written into encrypted playlists; without it they are absolute paths,
+    /// resolved against wherever the playlist is served from.
+    public_url: Option<url::Url>,
 }
 
 impl Handler {
@@ -42,6 +47,7 @@ impl Handler {
             sources: ports.sources.clone(),
             media: ports.media.clone(),
             max_attempts: config.max_attempts,
+            public_url: config.public_url.clone(),
         }
     }
 
@@ -122,7 +128,7 @@ impl Handler {
             bits += size * 8.0;
             seconds += segment.duration;
         }
-        let playlist = manifests::media_playlist(&segments);
+        let playlist = manifests::media_playlist(&segments, None);
         self.put_text(
             format!("{}{folder}/index.m3u8", media_prefix(id)),
             playlist,
@@ -185,7 +191,64 @@ impl Handler {
         Ok(())
     }
 
-    async fn finalize(&self, plan: &Plan) -> Result<(), EventError> {
+    /// The encrypted copy of the HLS stream under `aes/`: same playlists, segments encrypted, key URI
+    /// `/v1/keys/{id}`.
+    async fn encrypt(&self, id: &VideoId, folders: &[(&str, &[Segment])], master: &str) -> Result<(), EventError> {
+        let key = self.videos.content_key(id).await.map_err(EventError::retryable)?;
+        let key_uri = match &self.public_url {
+            Some(base) => format!("{}/v1/keys/{id}", base.as_str().trim_end_matches('/')),
+            None => format!("/v1/keys/{id}"),
+        };
+        let prefix = media_prefix(id);
+        let sealed = format!("{prefix}{}/", encryption::FOLDER);
+        for &(folder, segments) in folders {
+            let init = self
+                .media
+                .get(&format!("{prefix}{folder}/init.mp4"))
+                .await
+                .map_err(EventError::retryable)?;
+            self.media
+                .put(&format!("{sealed}{folder}/init.mp4"), init, Some("video/mp4"))
+                .await
+                .map_err(EventError::retryable)?;
+            let work: Vec<(u64, String, String)> = segments
+                .iter()
+                .enumerate()
+                .map(|(sequence, segment)| {
+                    let clear = format!("{prefix}{folder}/{}", segment.uri);
+                    (sequence as u64, clear, format!("{sealed}{folder}/{}", segment.uri))
+                })
+                .collect();
+            futures::stream::iter(work)
+                .map(|(sequence, clear, target)| async move {
+                    let bytes = self.media.get(&clear).await.map_err(EventError::retryable)?;
+                    let encrypted = encryption::encrypt_segment(&key, sequence, &bytes);
+                    self.media
+                        .put(&target, Bytes::from(encrypted), Some("video/iso.segment"))
+                        .await
+                        .map(drop)
+                        .map_err(EventError::retryable)
+                })
+                .buffer_unordered(4)
+                .try_collect::<()>()
+                .await?;
+            let playlist = manifests::media_playlist(segments, Some(&key_uri));
+            self.put_text(
+                format!("{sealed}{folder}/index.m3u8"),
+                playlist,
+                "application/vnd.apple.mpegurl",
+            )
+            .await?;
+        }
+        self.put_text(
+            format!("{sealed}master.m3u8"),
+            master.to_owned(),
+            "application/vnd.apple.mpegurl",
+        )
+        .await
+    }
+
+    async fn finalize(&self, plan: &Plan, gated: bool) -> Result<(), EventError> {
         let id = &plan.video_id;
         let prefix = media_prefix(id);
         let chunks = plan.jobs.iter().filter(|j| j.starts_with("video-")).count();
@@ -221,10 +284,22 @@ impl Handler {
         };
         let master = manifests::master_playlist(&variants, audio.as_ref(), plan.frame_rate);
         let mpd = manifests::mpd(&variants, audio.as_ref(), plan.duration, plan.frame_rate);
-        self.put_text(format!("{prefix}master.m3u8"), master, "application/vnd.apple.mpegurl")
-            .await?;
+        self.put_text(
+            format!("{prefix}master.m3u8"),
+            master.clone(),
+            "application/vnd.apple.mpegurl",
+        )
+        .await?;
         self.put_text(format!("{prefix}manifest.mpd"), mpd, "application/dash+xml")
             .await?;
+        if gated {
+            let folders: Vec<(&str, &[Segment])> = variants
+                .iter()
+                .map(|v| (v.name.as_str(), &v.segments[..]))
+                .chain(audio.as_ref().map(|a| ("audio", &a.segments[..])))
+                .collect();
+            self.encrypt(id, &folders, &master).await?;
+        }
         self.pictures(plan).await?;
         let renditions: Vec<Rendition> = variants
             .iter()
@@ -248,6 +323,7 @@ impl Handler {
                 video.progress = 100;
                 video.error = None;
                 video.renditions = renditions.clone();
+                video.encrypted_hls = gated;
                 true
             })
             .await
@@ -279,7 +355,8 @@ impl EventHandler for Handler {
         let Some(plan) = self.jobs.plan(&job.video_id).await.map_err(EventError::retryable)? else {
             return Err(EventError::malformed(format!("video {} has no plan", job.video_id)));
         };
-        let result = self.finalize(&plan).await;
+        let gated = video.access.get("type").and_then(|t| t.as_str()) != Some("public");
+        let result = self.finalize(&plan, gated).await;
         if let Err(err) = &result
             && (matches!(err, EventError::Malformed(_)) || message.receive_count >= self.max_attempts)
         {

@@ -30,13 +30,17 @@ pub fn read_playlist(text: &str) -> Result<Vec<Segment>, String> {
     Ok(segments)
 }
 
-/// A media playlist: VOD, fMP4 with its init segment, ended.
-pub fn media_playlist(segments: &[Segment]) -> String {
+/// A media playlist: VOD, fMP4 with its init segment, ended; with `key_uri`, its segments are AES-128
+/// encrypted under the key there (the init segment, declared before the key, is clear).
+pub fn media_playlist(segments: &[Segment], key_uri: Option<&str>) -> String {
     let target = segments.iter().map(|s| s.duration).fold(0.0, f64::max).ceil() as u64;
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:7\n");
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
     out.push_str("#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     out.push_str("#EXT-X-MAP:URI=\"init.mp4\"\n");
+    if let Some(uri) = key_uri {
+        let _ = writeln!(out, "#EXT-X-KEY:METHOD=AES-128,URI=\"{uri}\"");
+    }
     for segment in segments {
         let _ = writeln!(out, "#EXTINF:{:.6},\n{}", segment.duration, segment.uri);
     }
@@ -220,10 +224,17 @@ mod tests {
                 duration: 2.5
             }
         );
-        let playlist = media_playlist(&segments);
+        let playlist = media_playlist(&segments, None);
         assert!(playlist.contains("#EXT-X-TARGETDURATION:4\n"));
         assert!(playlist.contains("#EXT-X-MAP:URI=\"init.mp4\"\n"));
         assert!(playlist.ends_with("#EXT-X-ENDLIST\n"));
+        assert!(!playlist.contains("EXT-X-KEY"));
+        let sealed = media_playlist(&segments, Some("/v1/keys/abc"));
+        let map = sealed.find("#EXT-X-MAP").expect("map");
+        let key = sealed
+            .find("#EXT-X-KEY:METHOD=AES-128,URI=\"/v1/keys/abc\"\n")
+            .expect("key");
+        assert!(map < key && key < sealed.find("#EXTINF").expect("segments"));
         assert!(read_playlist("#EXTM3U\nseg.m4s\n").is_err());
     }
 
