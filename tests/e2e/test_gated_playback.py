@@ -9,6 +9,8 @@ import json
 import re
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -93,6 +95,25 @@ class Chain:
         self.process.wait()
 
 
+def start_server(data: Path, extra_env: dict) -> tuple[str, conftest.Process]:
+    env = conftest.base_env(data) | {"STREAMGATE_ADDR": "127.0.0.1:0", "RUST_LOG": "warn", "STREAMGATE_LADDER": "240p"}
+    process = conftest.Process([str(conftest.binary("streamgate-local"))], env | extra_env)
+    deadline = time.monotonic() + 30
+    while not process.stdout_lines:
+        assert process.alive() and time.monotonic() < deadline, process.stderr()
+        time.sleep(0.02)
+    return process.stdout_lines[0].strip().rsplit(" ", 1)[-1], process
+
+
+def lookups(url: str) -> dict:
+    """Holdings looked up so far, by where the answer came from (memory, store, chain)."""
+    metrics = requests.get(f"{url}/metrics", timeout=5).text
+    return {
+        source: int(float(count))
+        for source, count in re.findall(r'streamgate_holdings_lookups_total\{from="(\w+)"\} ([\d.]+)', metrics)
+    }
+
+
 def link_wallet(url: str, token: str, account) -> None:
     text = message(url, account)
     answer = requests.post(
@@ -121,21 +142,12 @@ def world(tmp_path_factory):
     side.call(DEPLOYER, fans.functions.mint(STRANGER.address, ONE_TOKEN - 1))
 
     dead = f"http://127.0.0.1:{free_port()}"
-    env = conftest.base_env(tmp_path_factory.mktemp("gated")) | {
-        "STREAMGATE_ADDR": "127.0.0.1:0",
-        "RUST_LOG": "warn",
-        "STREAMGATE_LADDER": "240p",
-        "STREAMGATE_OWNERSHIP_TTL": str(OWNERSHIP_TTL),
+    chains = {
         "STREAMGATE_CHAIN_TIMEOUT_MS": "1000",
         "STREAMGATE_RPC_31337": f"{dead},{main.url}",
         "STREAMGATE_RPC_31338": side.url,
     }
-    process = conftest.Process([str(conftest.binary("streamgate-local"))], env)
-    deadline = time.monotonic() + 30
-    while not process.stdout_lines:
-        assert process.alive() and time.monotonic() < deadline, process.stderr()
-        time.sleep(0.02)
-    url = process.stdout_lines[0].strip().rsplit(" ", 1)[-1]
+    url, process = start_server(tmp_path_factory.mktemp("gated"), chains | {"STREAMGATE_OWNERSHIP_TTL": str(OWNERSHIP_TTL)})
 
     creator = sign_in(url, CREATOR)
     source = tmp_path_factory.mktemp("sources")
@@ -155,6 +167,7 @@ def world(tmp_path_factory):
     world = World()
     world.url, world.creator, world.videos, world.rules = url, creator, videos, rules
     world.main, world.side, world.passes, world.process = main, side, passes, process
+    world.chains, world.tmp = chains, tmp_path_factory
     world.tokens = {account.address: sign_in(url, account) for account in (HOLDER, COLLECTOR, STRANGER)}
     yield world
     main.stop()
@@ -313,9 +326,33 @@ def test_a_transfer_moves_access_within_the_ttl(world):
 
 
 def test_gated_playback_fails_closed_when_no_rpc_answers(world):
-    """Last: stops the chains."""
+    """Last: stops the chains. Before that, a second installation with a long ownership TTL shows the
+    cache: concurrent checks of one holding share one read, and answers kept in Store outlive a restart
+    while they are young enough, chain or no chain."""
+    data = world.tmp.mktemp("cached")
+    url, process = start_server(data, world.chains | {"STREAMGATE_OWNERSHIP_TTL": "120"})
+    creator = sign_in(url, CREATOR)
+    video = upload_ready_video(url, creator, data / "pass.mp4", seconds=2, access=world.rules["pass"])
+    stranger = sign_in(url, STRANGER)  # holds pass 1 since the transfer
+    before = lookups(url)
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(
+            lambda _: requests.get(f"{url}/v1/videos/{video}/playback", headers=bearer(stranger), timeout=15),
+            range(32),
+        ))
+    assert [a.status_code for a in answers] == [200] * 32
+    after = lookups(url)
+    assert after.get("chain", 0) - before.get("chain", 0) == 1, after
+    assert process.terminate() == 0
+
     world.main.stop()
     world.side.stop()
+    url, process = start_server(data, world.chains | {"STREAMGATE_OWNERSHIP_TTL": "120"})
+    answer = requests.get(f"{url}/v1/videos/{video}/playback", headers=bearer(stranger), timeout=15)
+    assert answer.status_code == 200, answer.text
+    assert lookups(url) == {"store": 1}
+    assert process.terminate() == 0
+
     time.sleep(OWNERSHIP_TTL + 0.5)
     for video, account in [("pass", STRANGER), ("fans", COLLECTOR), ("any", COLLECTOR)]:
         answer = playback(world, video, account)
