@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Playback authorisation under load: `GET /v1/videos/{id}/playback` of a token-gated video, asked by a
+signed-in holder with the ownership cache warm, on streamgate-local, beside a minimal axum hello-world
+(`testing/examples/hello_axum.rs`) on the same machine under the same load. Then the cache-miss latency:
+the first playback of each of `--misses` fresh holders, each read from the chain (anvil, with Multicall3's
+`aggregate3` at its usual address, as on the mainnets).
+
+    cargo build --release --bin streamgate-local --example hello_axum
+    tests/bench/playback_auth.py [--duration 10] [--connections 32] [--misses 50]
+
+Needs wrk (`apt-get install wrk`) for the peak rates and oha (`cargo install oha`) for latency at a fixed
+rate: half the hello-world's peak, the load at which StreamGate's p99 is quoted. The request each run
+makes is the whole playback call: Bearer session check, video and account records, the rule evaluated
+on the viewer's wallets' cached holdings, and freshly signed URLs.
+"""
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+from eth_account import Account
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+import conftest  # noqa: E402
+from test_gated_playback import CREATOR, DEPLOYER, HOLDER, Chain  # noqa: E402
+from test_playback import upload_ready_video  # noqa: E402
+from wallets import bearer, sign_in  # noqa: E402
+
+
+def start(args: list[str], env: dict, log: Path) -> tuple[str, subprocess.Popen]:
+    """Starts a server that prints `… http://ADDR` first; its log goes to `log`."""
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+    line = process.stdout.readline()
+    if not line:
+        raise SystemExit(f"{args[0]} did not start: {log.read_text()[-2000:]}")
+    return line.strip().rsplit(" ", 1)[-1], process
+
+
+def wrk(url: str, headers: dict, duration: int, connections: int) -> tuple[float, float]:
+    """Peak requests per second and p99 latency (ms) with wrk."""
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"{url}: {errors.group(1)} failed responses under load")
+    return rate, float(p99) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def oha(binary: str, url: str, headers: dict, rate: float, duration: int, connections: int) -> dict:
+    """Latency percentiles (ms) at a fixed rate with oha."""
+    command = [binary, "--no-tui", "--latency-correction", "--output-format", "json", "-z", f"{duration}s", "-q", str(int(rate)), "-c", str(connections)]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    report = json.loads(subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout)
+    codes = report.get("statusCodeDistribution", {})
+    if set(codes) != {"200"}:
+        raise SystemExit(f"{url}: answers other than 200 under load: {codes}")
+    percentiles = report["latencyPercentiles"]
+    return {
+        "rps": report["summary"]["requestsPerSec"],
+        "p50": percentiles["p50"] * 1000,
+        "p99": percentiles["p99"] * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bin", default=str(ROOT / "target" / "release" / "streamgate-local"))
+    parser.add_argument("--hello", default=str(ROOT / "target" / "release" / "examples" / "hello_axum"))
+    parser.add_argument("--oha", default=shutil.which("oha") or "oha")
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--misses", type=int, default=50)
+    parser.add_argument("--keep", action="store_true", help="keep the data directory and server logs")
+    args = parser.parse_args()
+    for tool in ("wrk", args.oha):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} is missing: apt-get install wrk; cargo install oha")
+    for binary in (args.bin, args.hello):
+        if not Path(binary).exists():
+            raise SystemExit(f"{binary} is missing: cargo build --release --bin streamgate-local --example hello_axum")
+
+    chain = Chain(31337)
+    chain.install_multicall3()
+    chain.fund(HOLDER)
+    passes = chain.deploy("PassNFT")
+    chain.call(DEPLOYER, passes.functions.mint(HOLDER.address, 1))
+    rule = {"type": "token", "chainId": 31337, "contract": passes.address, "standard": "erc721"}
+
+    data = Path(tempfile.mkdtemp(prefix="streamgate-bench-"))
+    env = conftest.base_env(data) | {
+        "STREAMGATE_ADDR": "127.0.0.1:0",
+        "RUST_LOG": "warn",
+        "STREAMGATE_LADDER": "240p",
+        "STREAMGATE_RPC_31337": chain.url,
+        "STREAMGATE_OWNERSHIP_TTL": "3600",
+    }
+    url, server = start([args.bin], env, data / "streamgate.log")
+    hello_url, hello = start([args.hello, "127.0.0.1:0"], conftest.base_env(data), data / "hello.log")
+    try:
+        video = upload_ready_video(url, sign_in(url, CREATOR), data / "gated.mp4", seconds=2, access=rule)
+        playback = f"{url}/v1/videos/{video}/playback"
+        headers = bearer(sign_in(url, HOLDER))
+        warm = requests.get(playback, headers=headers, timeout=10)
+        assert warm.status_code == 200, warm.text
+
+        print(f"peak, wrk -t2 -c{args.connections} -d{args.duration}s:")
+        hello_rate, hello_p99 = wrk(f"{hello_url}/", {}, args.duration, args.connections)
+        print(f"  axum hello-world       {hello_rate:9.0f} req/s   p99 {hello_p99:6.2f} ms")
+        rate, p99 = wrk(playback, headers, args.duration, args.connections)
+        print(f"  playback (warm cache)  {rate:9.0f} req/s   p99 {p99:6.2f} ms   {rate / hello_rate:.2f}x hello-world")
+
+        half = hello_rate / 2
+        print(f"fixed rate {half:.0f} req/s (half the hello-world's peak), oha -c{args.connections} -z {args.duration}s:")
+        for name, target, extra in [("axum hello-world", f"{hello_url}/", {}), ("playback (warm cache)", playback, headers)]:
+            got = oha(args.oha, target, extra, half, args.duration, args.connections)
+            print(f"  {name:22} {got['rps']:9.0f} req/s   p50 {got['p50']:6.2f} ms   p99 {got['p99']:6.2f} ms")
+
+        # Cache misses: each fresh holder's first playback reads the chain; the second is warm.
+        misses, hits = [], []
+        for number in range(args.misses):
+            viewer = Account.create()
+            token = sign_in(url, viewer)
+            chain.call(DEPLOYER, passes.functions.mint(viewer.address, 1000 + number))
+            for samples in (misses, hits):
+                started = time.perf_counter()
+                answer = requests.get(playback, headers=bearer(token), timeout=10)
+                samples.append((time.perf_counter() - started) * 1000)
+                assert answer.status_code == 200, answer.text
+        misses.sort()
+        hits.sort()
+        p99_index = max(0, int(len(misses) * 0.99) - 1)
+        print(f"first playback of {args.misses} fresh holders (one Python client, sequential):")
+        print(f"  cache miss (anvil)     p50 {statistics.median(misses):6.2f} ms   p99 {misses[p99_index]:6.2f} ms")
+        print(f"  then warm              p50 {statistics.median(hits):6.2f} ms   p99 {hits[p99_index]:6.2f} ms")
+    finally:
+        for process in (hello, server):
+            process.terminate()
+            process.wait()
+        chain.stop()
+        if args.keep:
+            print(f"data and logs kept in {data}")
+        else:
+            shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
