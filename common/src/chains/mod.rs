@@ -5,6 +5,7 @@ pub mod holdings;
 pub mod rpc;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Serialize;
 use url::Url;
@@ -42,9 +43,10 @@ const BUILT_IN: [(u64, &str, &str, &str, u64); 10] = [
     (534352, "Scroll", "Ether", "ETH", 10),
 ];
 
+/// Shared, so that handler states holding it clone cheaply (axum clones state for every request).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chains {
-    by_id: BTreeMap<u64, ChainInfo>,
+    by_id: Arc<BTreeMap<u64, ChainInfo>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +119,7 @@ impl Chains {
                 })
                 .rpc_urls = urls;
         }
-        Ok(Self { by_id })
+        Ok(Self { by_id: Arc::new(by_id) })
     }
 
     pub fn get(&self, chain_id: u64) -> Option<&ChainInfo> {

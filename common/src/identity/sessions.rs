@@ -14,6 +14,7 @@ use pasetors::paserk::FormatAsPaserk;
 use pasetors::token::UntrustedToken;
 use pasetors::version4::V4;
 use pasetors::{Public, public};
+use sha2::{Digest, Sha256};
 
 use super::accounts::AccountId;
 use crate::store::{Item, Store, StoreError};
@@ -110,6 +111,27 @@ pub struct Sessions {
     keys: SessionKeys,
     store: Arc<dyn Store>,
     ttl: Duration,
+    /// Sessions whose token signature was checked, by the SHA-256 of the token, until the token expires:
+    /// a signature that held once holds until then, so it is checked once per process. Revocation is
+    /// still asked of the store on every call.
+    verified: moka::future::Cache<[u8; 32], Session>,
+}
+
+/// Tokens whose signature is remembered at once.
+const VERIFIED_CAPACITY: u64 = 100_000;
+
+/// Entries leave [`Sessions::verified`] when their session expires.
+struct UntilExpiry;
+
+impl moka::Expiry<[u8; 32], Session> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        session: &Session,
+        _: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some((session.expires_at - Utc::now()).to_std().unwrap_or_default())
+    }
 }
 
 fn revoked_pk(id: &str) -> String {
@@ -118,7 +140,16 @@ fn revoked_pk(id: &str) -> String {
 
 impl Sessions {
     pub fn new(keys: SessionKeys, store: Arc<dyn Store>, ttl: Duration) -> Self {
-        Self { keys, store, ttl }
+        let verified = moka::future::Cache::builder()
+            .max_capacity(VERIFIED_CAPACITY)
+            .expire_after(UntilExpiry)
+            .build();
+        Self {
+            keys,
+            store,
+            ttl,
+            verified,
+        }
     }
 
     /// Signs a token for `account`, signed in with `address`, listing its `wallets`.
@@ -156,6 +187,23 @@ impl Sessions {
         if token.len() > 4096 {
             return Err(SessionError::Invalid);
         }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let session = match self.verified.get(&digest).await {
+            Some(session) if session.expires_at > Utc::now() => session,
+            _ => {
+                let session = self.check_signature(token)?;
+                self.verified.insert(digest, session.clone()).await;
+                session
+            }
+        };
+        if self.store.get(&revoked_pk(&session.id), "revoked").await?.is_some() {
+            return Err(SessionError::Revoked);
+        }
+        Ok(session)
+    }
+
+    /// The session a token signed by one of the keys describes, if it has not expired.
+    fn check_signature(&self, token: &str) -> Result<Session, SessionError> {
         let untrusted = UntrustedToken::<Public, V4>::try_from(token).map_err(|_| SessionError::Invalid)?;
         let mut rules = ClaimsValidationRules::new();
         rules.validate_issuer_with(ISSUER);
@@ -180,9 +228,6 @@ impl Sessions {
                 .map_err(|_| SessionError::Invalid)?
                 .with_timezone(&Utc),
         };
-        if self.store.get(&revoked_pk(&session.id), "revoked").await?.is_some() {
-            return Err(SessionError::Revoked);
-        }
         Ok(session)
     }
 

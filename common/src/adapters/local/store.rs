@@ -58,13 +58,10 @@ fn read_item(row: &Row<'_>) -> rusqlite::Result<Item> {
     })
 }
 
-fn current(tx: &Transaction<'_>, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
-    let item = tx
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk = ?2"),
-            params![pk, sk],
-            read_item,
-        )
+fn current(conn: &rusqlite::Connection, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+    let item = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk = ?2"))?
+        .query_row(params![pk, sk], read_item)
         .optional()?;
     Ok(item.filter(|item| !item.is_expired(now_unix())))
 }
@@ -103,12 +100,7 @@ fn prefix_end(prefix: &str) -> String {
 impl Store for LocalStore {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         let (pk, sk) = (pk.to_owned(), sk.to_owned());
-        self.db
-            .call(move |conn| {
-                let tx = conn.transaction()?;
-                current(&tx, &pk, &sk)
-            })
-            .await
+        self.db.read(move |conn| current(conn, &pk, &sk)).await
     }
 
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
@@ -171,7 +163,7 @@ impl Store for LocalStore {
     async fn query(&self, pk: &str, query: Query) -> Result<Page, StoreError> {
         let pk = pk.to_owned();
         self.db
-            .call(move |conn| {
+            .read(move |conn| {
                 let prefix = query.sk_prefix.clone().unwrap_or_default();
                 let (cmp, order) = if query.descending { ("<", "DESC") } else { (">", "ASC") };
                 let after = query.cursor.as_ref().map(|c| c.sk.clone());
@@ -205,7 +197,7 @@ impl Store for LocalStore {
             Some(_) => return Err(StoreError::InvalidCursor),
         };
         self.db
-            .call(move |conn| {
+            .read(move |conn| {
                 let prefix = query.sk_prefix.clone().unwrap_or_default();
                 let (cmp, order) = if query.descending { ("<", "DESC") } else { (">", "ASC") };
                 let (a_isk, a_pk, a_sk) = after.unzip3();
