@@ -40,9 +40,20 @@ use common::signing::{SignatureError, UrlSigner};
 use serde::Serialize;
 use url::Url;
 
-/// What the handlers of `api-playback` use.
+/// What the handlers of `api-playback` use; shared, as axum clones a handler's state for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state behind [`AppState`].
+pub struct Shared {
     sessions: Sessions,
     videos: Videos,
     accounts: Accounts,
@@ -66,7 +77,7 @@ impl AppState {
     pub fn new(config: &Config, ports: &Ports) -> Result<Self, String> {
         let keys = SessionKeys::from_config(config).map_err(|e| e.to_string())?;
         let session_ttl = chrono::Duration::from_std(config.session_ttl).unwrap_or(chrono::Duration::hours(1));
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             sessions: Sessions::new(keys, ports.store.clone(), session_ttl),
             videos: Videos::new(ports.store.clone()),
             accounts: Accounts::new(ports.store.clone()),
@@ -81,7 +92,7 @@ impl AppState {
             ttl: config.playback_ttl,
             public_url: config.public_url.clone(),
             serve_segments: ports.local.is_some(),
-        })
+        })))
     }
 
     fn base_url(&self, headers: &HeaderMap) -> String {
