@@ -54,6 +54,8 @@ impl LocalServer {
             .await
             .map_err(|e| LocalError::Setup(e.to_string()))?;
         let local = ports.local.clone().ok_or(LocalError::NotLocal)?;
+        // This process holds the data dir's lock, so every write passes through it: reads may be cached.
+        local.db.cache_reads();
 
         // Deliveries in flight belonged to a process that is gone: hand them out again now.
         for queue in [&local.storage_events, &local.jobs, &local.finalize] {

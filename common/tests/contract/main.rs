@@ -49,6 +49,57 @@ async fn local_store_meets_the_contract() {
     store::contract(Arc::new(local::LocalStore::new(local.db.clone()))).await;
 }
 
+/// The same, with reads cached in memory as in the local server, which owns its database.
+#[tokio::test]
+async fn local_store_with_cached_reads_meets_the_contract() {
+    let local = local().await;
+    local.db.cache_reads();
+    store::contract(Arc::new(local::LocalStore::new(local.db.clone()))).await;
+}
+
+/// Reads racing writes never leave an old value cached: once a write returns, every read sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cached_reads_never_outlive_a_write() {
+    use common::store::{Item, Query, Store};
+    let local = local().await;
+    local.db.cache_reads();
+    let store = Arc::new(local::LocalStore::new(local.db.clone()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store.get("race", "item").await.expect("get");
+                    store.query("race", Query::default()).await.expect("query");
+                    // Cache hits never wait: give way, so a failing test can end.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for value in 0..300 {
+        store
+            .put(Item::new("race", "item").with("v", value), None)
+            .await
+            .expect("put");
+        let item = store.get("race", "item").await.expect("get").expect("written");
+        assert_eq!(
+            item.attrs["v"], value,
+            "a read after the write returned saw an older value"
+        );
+        let page = store.query("race", Query::default()).await.expect("query");
+        assert_eq!(
+            page.items[0].attrs["v"], value,
+            "a page after the write returned was older"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        reader.await.expect("reader");
+    }
+}
+
 #[tokio::test]
 async fn local_queue_meets_the_contract() {
     let local = local().await;

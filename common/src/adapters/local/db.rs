@@ -1,11 +1,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Notify;
+
+use super::cache::StoreCache;
 
 /// How a port's error reports a failure of the database itself.
 pub(crate) trait DbFailure {
@@ -32,6 +34,8 @@ pub struct LocalDb {
     conn: Arc<Mutex<Connection>>,
     readers: Arc<[Mutex<Connection>]>,
     next_reader: Arc<AtomicUsize>,
+    /// Set once this process owns the database (see [`LocalDb::cache_reads`]).
+    cache: Arc<OnceLock<StoreCache>>,
     wakeups: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
 }
 
@@ -101,8 +105,20 @@ impl LocalDb {
             conn: Arc::new(Mutex::new(conn)),
             readers: readers.into(),
             next_reader: Arc::default(),
+            cache: Arc::default(),
             wakeups: Arc::default(),
         })
+    }
+
+    /// Keeps recently read items in memory from now on, in every handle on this database. Only for a
+    /// process that owns the database (the local server locks its data dir): a write by another process
+    /// would leave the cache stale.
+    pub fn cache_reads(&self) {
+        self.cache.get_or_init(StoreCache::new);
+    }
+
+    pub(crate) fn read_cache(&self) -> Option<&StoreCache> {
+        self.cache.get()
     }
 
     /// Runs the read-only `f` on a reader connection, on the calling thread: reads are point lookups and

@@ -1,6 +1,7 @@
 //! Embedded adapters: objects as files, items and messages in one SQLite database, all under the data dir.
 
 mod blobs;
+mod cache;
 mod db;
 mod multipart;
 mod queue;

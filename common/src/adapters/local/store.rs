@@ -96,15 +96,24 @@ fn prefix_end(prefix: &str) -> String {
     format!("{prefix}\u{10FFFF}")
 }
 
-#[async_trait]
-impl Store for LocalStore {
-    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
-        let (pk, sk) = (pk.to_owned(), sk.to_owned());
-        self.db.read(move |conn| current(conn, &pk, &sk)).await
+impl LocalStore {
+    /// Runs a write of `pk`/`sk`, keeping the read cache (if any) exact.
+    async fn writing<T>(
+        &self,
+        pk: &str,
+        sk: &str,
+        write: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let Some(cache) = self.db.read_cache() else {
+            return write.await;
+        };
+        cache.writing();
+        let result = write.await;
+        cache.written(pk, sk).await;
+        result
     }
 
-    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
-        item.validate()?;
+    async fn put_now(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
         self.db
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -118,7 +127,7 @@ impl Store for LocalStore {
             .await
     }
 
-    async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError> {
+    async fn delete_now(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError> {
         let (pk, sk) = (pk.to_owned(), sk.to_owned());
         self.db
             .call(move |conn| {
@@ -133,7 +142,7 @@ impl Store for LocalStore {
             .await
     }
 
-    async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError> {
+    async fn increment_now(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError> {
         let mut item = Item::new(pk, sk).with(attr, 0);
         item.validate()?;
         let attr = attr.to_owned();
@@ -160,7 +169,7 @@ impl Store for LocalStore {
             .await
     }
 
-    async fn query(&self, pk: &str, query: Query) -> Result<Page, StoreError> {
+    async fn query_now(&self, pk: &str, query: Query) -> Result<Page, StoreError> {
         let pk = pk.to_owned();
         self.db
             .read(move |conn| {
@@ -183,6 +192,53 @@ impl Store for LocalStore {
                 Ok(page(items, limit, false))
             })
             .await
+    }
+}
+
+#[async_trait]
+impl Store for LocalStore {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let cache = self.db.read_cache();
+        if let Some(cache) = cache
+            && let Some(known) = cache.item(pk, sk).await
+        {
+            return Ok(known);
+        }
+        let ticket = cache.map(|c| c.ticket());
+        let item = self.db.read(|conn| current(conn, pk, sk)).await?;
+        if let (Some(cache), Some(ticket)) = (cache, ticket) {
+            cache.keep_item(ticket, pk, sk, &item).await;
+        }
+        Ok(item)
+    }
+
+    async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
+        item.validate()?;
+        let (pk, sk) = (item.pk.clone(), item.sk.clone());
+        self.writing(&pk, &sk, self.put_now(item, condition)).await
+    }
+
+    async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError> {
+        self.writing(pk, sk, self.delete_now(pk, sk, condition)).await
+    }
+
+    async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError> {
+        self.writing(pk, sk, self.increment_now(pk, sk, attr, by)).await
+    }
+
+    async fn query(&self, pk: &str, query: Query) -> Result<Page, StoreError> {
+        let cache = self.db.read_cache();
+        if let Some(cache) = cache
+            && let Some(page) = cache.page(pk, &query).await
+        {
+            return Ok(page);
+        }
+        let ticket = cache.map(|c| c.ticket());
+        let page = self.query_now(pk, query.clone()).await?;
+        if let (Some(cache), Some(ticket)) = (cache, ticket) {
+            cache.keep_page(ticket, pk, &query, &page).await;
+        }
+        Ok(page)
     }
 
     async fn query_index(&self, index_pk: &str, query: Query) -> Result<Page, StoreError> {
