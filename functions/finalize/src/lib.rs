@@ -150,27 +150,15 @@ impl Handler {
         let poster = dir.path().join("poster.jpg");
         let at = format!("{:.3}", (plan.duration * 0.1).min(10.0));
         let scale = "scale=-2:'min(720,ih)'";
-        common::media::run_ffmpeg(
-            ["-ss", &at, "-i", &source, "-frames:v", "1", "-vf", scale, "-q:v", "3"]
-                .map(str::to_owned)
-                .into_iter()
-                .chain([poster.display().to_string()])
-                .collect(),
+        ffmpeg_into(
+            &["-ss", &at, "-i", &source, "-frames:v", "1", "-vf", scale, "-q:v", "3"],
+            &poster,
         )
-        .await
-        .map_err(EventError::retryable)?;
+        .await?;
         let every = (plan.duration / MAX_THUMBNAILS).max(THUMBNAIL_SECONDS);
         let thumbs = dir.path().join("thumb-%03d.jpg");
         let filter = format!("fps=1/{every:.3},scale=320:-2");
-        common::media::run_ffmpeg(
-            ["-i", &source, "-vf", &filter, "-q:v", "5"]
-                .map(str::to_owned)
-                .into_iter()
-                .chain([thumbs.display().to_string()])
-                .collect(),
-        )
-        .await
-        .map_err(EventError::retryable)?;
+        ffmpeg_into(&["-i", &source, "-vf", &filter, "-q:v", "5"], &thumbs).await?;
         let prefix = media_prefix(&plan.video_id);
         for entry in std::fs::read_dir(dir.path()).map_err(EventError::retryable)? {
             let path = entry.map_err(EventError::retryable)?.path();
@@ -332,6 +320,17 @@ impl Handler {
         metrics::counter!("streamgate_videos_ready_total").increment(1);
         Ok(())
     }
+}
+
+/// Runs ffmpeg with `args`, writing to `output`.
+async fn ffmpeg_into(args: &[&str], output: &std::path::Path) -> Result<(), EventError> {
+    let args = args
+        .iter()
+        .map(|a| (*a).to_owned())
+        .chain([output.display().to_string()]);
+    common::media::run_ffmpeg(args.collect())
+        .await
+        .map_err(EventError::retryable)
 }
 
 #[async_trait]
