@@ -2,9 +2,11 @@
 //! the database (`streamgate-local`, which locks its data dir): every write then passes through this
 //! process, so every write can drop what it changes and the cache is never stale.
 //!
-//! A read that raced a write must not leave the old value behind. Writers bump a generation before they
-//! write and drop the keys after; a reader notes the generation before it reads the database, caches
-//! the answer only if no write began meanwhile, and drops it again if one began while it was caching.
+//! A read that raced a write must not leave the old value behind, not even for a moment. Each write, once
+//! committed, bumps a generation and drops what it changed; a reader notes the generation before it
+//! reads the database and caches its answer only if the generation has not moved. The check and the
+//! caching happen under the same gate as the bump and the dropping, so no old value is ever visible
+//! once a write has returned.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,8 @@ use crate::store::{Item, Page, Query, now_unix};
 const ITEMS: u64 = 50_000;
 /// Partitions whose pages are kept at once.
 const PARTITIONS: u64 = 10_000;
+/// Pages kept per partition (the latest read).
+const PAGES_PER_PARTITION: usize = 16;
 
 type ItemKey = (String, String);
 /// The pages of one partition read so far, by the query that read them.
@@ -24,6 +28,8 @@ pub(crate) struct StoreCache {
     items: moka::future::Cache<ItemKey, Option<Item>>,
     pages: moka::future::Cache<String, Pages>,
     generation: AtomicU64,
+    /// Held while a reader checks the generation and caches, and while a writer bumps and drops.
+    gate: tokio::sync::Mutex<()>,
 }
 
 /// The generation a read started at.
@@ -39,6 +45,7 @@ impl StoreCache {
             items: moka::future::Cache::new(ITEMS),
             pages: moka::future::Cache::new(PARTITIONS),
             generation: AtomicU64::new(0),
+            gate: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -69,17 +76,14 @@ impl StoreCache {
     }
 
     pub(crate) async fn keep_item(&self, ticket: ReadTicket, pk: &str, sk: &str, item: &Option<Item>) {
-        if !self.unchanged_since(&ticket) {
-            return;
-        }
-        let key = (pk.to_owned(), sk.to_owned());
-        self.items.insert(key.clone(), item.clone()).await;
-        if !self.unchanged_since(&ticket) {
-            self.items.invalidate(&key).await;
+        let _gate = self.gate.lock().await;
+        if self.unchanged_since(&ticket) {
+            self.items.insert((pk.to_owned(), sk.to_owned()), item.clone()).await;
         }
     }
 
     pub(crate) async fn keep_page(&self, ticket: ReadTicket, pk: &str, query: &Query, page: &Page) {
+        let _gate = self.gate.lock().await;
         if !self.unchanged_since(&ticket) {
             return;
         }
@@ -88,20 +92,18 @@ impl StoreCache {
             Some(pages) => pages.iter().filter(|(k, _)| *k != key).cloned().collect(),
             None => Vec::new(),
         };
+        if pages.len() >= PAGES_PER_PARTITION {
+            pages.remove(0);
+        }
         pages.push((key, page.clone()));
         self.pages.insert(pk.to_owned(), Arc::new(pages)).await;
-        if !self.unchanged_since(&ticket) {
-            self.pages.invalidate(pk).await;
-        }
     }
 
-    /// Called before a write of `pk`/`sk` starts: reads under way will not cache what they read.
-    pub(crate) fn writing(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// Called once a write of `pk`/`sk` is done (or failed): drops what it may have changed.
+    /// Called once a write of `pk`/`sk` is committed (or failed), before it returns: reads under way will
+    /// not cache what they read, and what it may have changed is dropped.
     pub(crate) async fn written(&self, pk: &str, sk: &str) {
+        let _gate = self.gate.lock().await;
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.items.invalidate(&(pk.to_owned(), sk.to_owned())).await;
         self.pages.invalidate(pk).await;
     }

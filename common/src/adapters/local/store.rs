@@ -104,12 +104,10 @@ impl LocalStore {
         sk: &str,
         write: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let Some(cache) = self.db.read_cache() else {
-            return write.await;
-        };
-        cache.writing();
         let result = write.await;
-        cache.written(pk, sk).await;
+        if let Some(cache) = self.db.read_cache() {
+            cache.written(pk, sk).await;
+        }
         result
     }
 
