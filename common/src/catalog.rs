@@ -76,6 +76,13 @@ pub struct Video {
     pub updated_at: DateTime<Utc>,
 }
 
+impl Video {
+    /// Whether anyone may play the video, signed in or not (`access` is `{"type":"public"}`).
+    pub fn is_public(&self) -> bool {
+        self.access.get("type").and_then(Value::as_str) == Some("public")
+    }
+}
+
 /// Video records: partition `video#{id}`, sort key `meta`.
 #[derive(Clone)]
 pub struct Videos {

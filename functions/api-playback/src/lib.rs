@@ -134,8 +134,7 @@ fn token(signer: &UrlSigner, id: &VideoId, expires_at: DateTime<Utc>) -> String 
 /// accounts whose linked wallets together satisfy its access rule. When that cannot be known because a
 /// chain did not answer, the answer is 503, never a grant.
 async fn authorize(state: &AppState, video: &Video, viewer: Option<&Authenticated>) -> Result<(), ApiError> {
-    let public = video.access.get("type").and_then(|t| t.as_str()) == Some("public");
-    if public {
+    if video.is_public() {
         return Ok(());
     }
     let Some(viewer) = viewer else {

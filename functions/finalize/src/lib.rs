@@ -354,7 +354,7 @@ impl EventHandler for Handler {
         let Some(plan) = self.jobs.plan(&job.video_id).await.map_err(EventError::retryable)? else {
             return Err(EventError::malformed(format!("video {} has no plan", job.video_id)));
         };
-        let gated = video.access.get("type").and_then(|t| t.as_str()) != Some("public");
+        let gated = !video.is_public();
         let result = self.finalize(&plan, gated).await;
         if let Err(err) = &result
             && (matches!(err, EventError::Malformed(_)) || message.receive_count >= self.max_attempts)
