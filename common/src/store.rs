@@ -192,6 +192,10 @@ pub trait Store: Send + Sync {
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError>;
     /// Deletes the item if `condition` holds; deleting a missing item without a condition succeeds.
     async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError>;
+    /// Writes `puts` and deletes `deletes` (pairs of `pk`, `sk`) without conditions: many items for the
+    /// price of few round trips. Not atomic as a whole: on an error some of the writes may have been made,
+    /// and doing the whole batch again is safe. A key must not appear twice in one batch.
+    async fn write_batch(&self, puts: Vec<Item>, deletes: Vec<(String, String)>) -> Result<(), StoreError>;
     /// Adds `by` to a numeric attribute (created at 0, with the item if missing) and returns the new value.
     async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError>;
     /// Items of one partition in sort-key order.

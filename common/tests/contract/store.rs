@@ -16,6 +16,41 @@ pub async fn contract(store: Arc<dyn Store>) {
     queries(store.as_ref()).await;
     index(store.as_ref()).await;
     expiry(store.as_ref()).await;
+    batches(store.as_ref()).await;
+}
+
+/// A batch larger than one DynamoDB request writes and deletes every item it names, index keys included.
+async fn batches(store: &dyn Store) {
+    let pk = unique("search");
+    let index = unique("owner");
+    let puts: Vec<Item> = (0..60)
+        .map(|n| {
+            Item::new(&pk, format!("{n:03}"))
+                .with("n", n)
+                .indexed(&index, format!("{n:03}"))
+        })
+        .collect();
+    store.write_batch(puts, Vec::new()).await.expect("batch of puts");
+    let page = store.query(&pk, Query::default()).await.expect("query");
+    assert_eq!(page.items.len(), 60);
+    assert_eq!(page.items[59].attrs["n"], 59);
+    let page = store.query_index(&index, Query::default()).await.expect("query index");
+    assert_eq!(page.items.len(), 60);
+
+    let replaced = vec![Item::new(&pk, "000").with("n", 1000)];
+    let deletes: Vec<(String, String)> = (1..60).map(|n| (pk.clone(), format!("{n:03}"))).collect();
+    store.write_batch(replaced, deletes).await.expect("mixed batch");
+    let page = store.query(&pk, Query::default()).await.expect("query");
+    assert_eq!(page.items.len(), 1, "the deletes of a batch all happened");
+    assert_eq!(page.items[0].attrs["n"], 1000, "a put of a batch replaces the item");
+    assert!(page.items[0].index.is_none());
+
+    let invalid = vec![Item::new(&pk, "bad").with("gsi1pk", "x")];
+    assert!(matches!(
+        store.write_batch(invalid, Vec::new()).await,
+        Err(StoreError::InvalidItem(_))
+    ));
+    store.write_batch(Vec::new(), Vec::new()).await.expect("an empty batch");
 }
 
 async fn round_trip(store: &dyn Store) {

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, ReturnValue, WriteRequest};
 use serde_json::{Map, Value};
 
 use super::describe;
@@ -183,6 +183,41 @@ impl DynamoStore {
     }
 }
 
+/// Items a `BatchWriteItem` request may carry.
+const BATCH_ITEMS: usize = 25;
+/// Batch requests of one `write_batch` in flight at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+/// Rounds of resending what DynamoDB left unprocessed (throttled) before giving up.
+const BATCH_ROUNDS: u32 = 8;
+
+impl DynamoStore {
+    /// Sends one batch of at most [`BATCH_ITEMS`] requests, resending what comes back unprocessed with a
+    /// growing pause.
+    async fn send_batch(&self, mut requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for round in 0..BATCH_ROUNDS {
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, requests)
+                .send()
+                .await
+                .map_err(backend)?;
+            requests = output
+                .unprocessed_items
+                .and_then(|mut left| left.remove(&self.table))
+                .unwrap_or_default();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25 << round.min(5))).await;
+        }
+        Err(StoreError::Backend(format!(
+            "{} writes of a batch were still unprocessed after {BATCH_ROUNDS} rounds",
+            requests.len()
+        )))
+    }
+}
+
 fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(err: &E) -> bool {
     err.code() == Some("ConditionalCheckFailedException")
 }
@@ -244,6 +279,33 @@ impl Store for DynamoStore {
             Err(err) if err.as_service_error().is_some_and(condition_failed) => Err(StoreError::ConditionFailed),
             Err(err) => Err(backend(err)),
         }
+    }
+
+    async fn write_batch(&self, puts: Vec<Item>, deletes: Vec<(String, String)>) -> Result<(), StoreError> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut requests = Vec::with_capacity(puts.len() + deletes.len());
+        for item in &puts {
+            item.validate()?;
+            let put = PutRequest::builder()
+                .set_item(Some(to_attributes(item)?))
+                .build()
+                .map_err(backend)?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        for (pk, sk) in &deletes {
+            let delete = DeleteRequest::builder()
+                .set_key(Some(key(pk, sk)))
+                .build()
+                .map_err(backend)?;
+            requests.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        let batches: Vec<Vec<WriteRequest>> = requests.chunks(BATCH_ITEMS).map(<[_]>::to_vec).collect();
+        futures::stream::iter(batches)
+            .map(|batch| self.send_batch(batch))
+            .buffer_unordered(BATCHES_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
     }
 
     async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError> {

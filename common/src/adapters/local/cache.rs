@@ -102,9 +102,16 @@ impl StoreCache {
     /// Called once a write of `pk`/`sk` is committed (or failed), before it returns: reads under way will
     /// not cache what they read, and what it may have changed is dropped.
     pub(crate) async fn written(&self, pk: &str, sk: &str) {
+        self.written_many(&[(pk.to_owned(), sk.to_owned())]).await;
+    }
+
+    /// [`StoreCache::written`] for every key a batch wrote.
+    pub(crate) async fn written_many(&self, keys: &[(String, String)]) {
         let _gate = self.gate.lock().await;
         self.generation.fetch_add(1, Ordering::AcqRel);
-        self.items.invalidate(&(pk.to_owned(), sk.to_owned())).await;
-        self.pages.invalidate(pk).await;
+        for key in keys {
+            self.items.invalidate(key).await;
+            self.pages.invalidate(&key.0).await;
+        }
     }
 }

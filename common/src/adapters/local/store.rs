@@ -83,10 +83,10 @@ fn check(condition: Option<&Condition>, existing: Option<&Item>) -> Result<(), S
 fn write(tx: &Transaction<'_>, item: &Item) -> Result<(), StoreError> {
     let attrs = serde_json::to_string(&item.attrs).map_err(|e| StoreError::InvalidItem(e.to_string()))?;
     let (ipk, isk) = item.index.clone().unzip();
-    tx.execute(
-        &format!("INSERT OR REPLACE INTO items ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-        params![item.pk, item.sk, attrs, ipk, isk, item.expires_at],
-    )?;
+    tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO items ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    ))?
+    .execute(params![item.pk, item.sk, attrs, ipk, isk, item.expires_at])?;
     Ok(())
 }
 
@@ -134,6 +134,25 @@ impl LocalStore {
                     check(condition.as_ref(), current(&tx, &pk, &sk)?.as_ref())?;
                 }
                 tx.execute("DELETE FROM items WHERE pk = ?1 AND sk = ?2", params![pk, sk])?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn write_batch_now(&self, puts: Vec<Item>, deletes: Vec<(String, String)>) -> Result<(), StoreError> {
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                for item in &puts {
+                    write(&tx, item)?;
+                }
+                {
+                    let mut delete = tx.prepare_cached("DELETE FROM items WHERE pk = ?1 AND sk = ?2")?;
+                    for (pk, sk) in &deletes {
+                        delete.execute(params![pk, sk])?;
+                    }
+                }
                 tx.commit()?;
                 Ok(())
             })
@@ -218,6 +237,22 @@ impl Store for LocalStore {
 
     async fn delete(&self, pk: &str, sk: &str, condition: Option<Condition>) -> Result<(), StoreError> {
         self.writing(pk, sk, self.delete_now(pk, sk, condition)).await
+    }
+
+    async fn write_batch(&self, puts: Vec<Item>, deletes: Vec<(String, String)>) -> Result<(), StoreError> {
+        for item in &puts {
+            item.validate()?;
+        }
+        let keys: Vec<(String, String)> = puts
+            .iter()
+            .map(|item| (item.pk.clone(), item.sk.clone()))
+            .chain(deletes.iter().cloned())
+            .collect();
+        let result = self.write_batch_now(puts, deletes).await;
+        if let Some(cache) = self.db.read_cache() {
+            cache.written_many(&keys).await;
+        }
+        result
     }
 
     async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError> {
