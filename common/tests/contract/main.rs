@@ -5,6 +5,7 @@
 //! another. Without it the AWS tests fail, saying so.
 
 mod blobs;
+mod catalog;
 mod moto;
 mod queue;
 mod store;
@@ -98,6 +99,48 @@ async fn cached_reads_never_outlive_a_write() {
     for reader in readers {
         reader.await.expect("reader");
     }
+}
+
+const LOCAL_SCALE: catalog::Scale = catalog::Scale {
+    videos: 300,
+    rounds: 30,
+};
+
+#[tokio::test]
+async fn local_catalog_meets_the_contract() {
+    let (shared, empty) = (local().await, local().await);
+    catalog::contract(
+        Arc::new(local::LocalStore::new(shared.db.clone())),
+        Arc::new(local::LocalStore::new(empty.db.clone())),
+        LOCAL_SCALE,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn local_catalog_with_cached_reads_meets_the_contract() {
+    let (shared, empty) = (local().await, local().await);
+    shared.db.cache_reads();
+    empty.db.cache_reads();
+    catalog::contract(
+        Arc::new(local::LocalStore::new(shared.db.clone())),
+        Arc::new(local::LocalStore::new(empty.db.clone())),
+        LOCAL_SCALE,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn dynamodb_catalog_meets_the_contract() {
+    let moto = moto::Moto::shared().await;
+    let (shared, empty) = (moto.table().await, moto.table().await);
+    let scale = catalog::Scale { videos: 40, rounds: 4 };
+    catalog::contract(
+        Arc::new(aws::DynamoStore::new(&moto.sdk, shared)),
+        Arc::new(aws::DynamoStore::new(&moto.sdk, empty)),
+        scale,
+    )
+    .await;
 }
 
 #[tokio::test]
