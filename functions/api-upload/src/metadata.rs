@@ -7,8 +7,7 @@ use common::chains::Chains;
 use common::problem::ApiError;
 use serde_json::Value;
 
-pub const MAX_TITLE_CHARS: usize = 200;
-pub const MAX_DESCRIPTION_CHARS: usize = 5000;
+pub use common::catalog::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
 const MAX_FILENAME_CHARS: usize = 255;
 /// The largest `Upload-Metadata` header taken: room for a full description in base64.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
