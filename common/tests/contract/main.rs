@@ -102,8 +102,8 @@ async fn cached_reads_never_outlive_a_write() {
 }
 
 const LOCAL_SCALE: catalog::Scale = catalog::Scale {
-    videos: 300,
-    rounds: 30,
+    videos: 200,
+    rounds: 15,
 };
 
 #[tokio::test]
