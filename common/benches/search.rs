@@ -225,6 +225,7 @@ async fn run() {
         };
         for (name, limit, second_page) in [("first page of 20", 20, false), ("second page of 20", 20, true)] {
             let mut times = Vec::with_capacity(queries.len());
+            let mut slowest: Vec<(Duration, &str)> = Vec::new();
             let mut results = 0usize;
             for q in &queries {
                 let mut listing = Listing {
@@ -240,7 +241,14 @@ async fn run() {
                 let at = Instant::now();
                 let page = videos.list(&listing).await.expect("list");
                 times.push(at.elapsed());
+                slowest.push((at.elapsed(), q));
                 results += page.items.len();
+            }
+            if std::env::var_os("SEARCH_BENCH_SLOWEST").is_some() {
+                slowest.sort_by_key(|(time, _)| std::cmp::Reverse(*time));
+                for (time, q) in slowest.iter().take(10) {
+                    println!("    {time:>9.3?} {q:?}");
+                }
             }
             println!(
                 "{label}, {name}: {:.1} results a query",

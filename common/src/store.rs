@@ -188,6 +188,9 @@ pub struct Page {
 #[async_trait]
 pub trait Store: Send + Sync {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError>;
+    /// The items that exist among `keys` (pairs of `pk`, `sk`), in no particular order: many reads for the
+    /// price of few round trips. Missing and expired items are left out.
+    async fn get_batch(&self, keys: Vec<(String, String)>) -> Result<Vec<Item>, StoreError>;
     /// Writes the whole item, replacing any other with the same keys, if `condition` holds.
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError>;
     /// Deletes the item if `condition` holds; deleting a missing item without a condition succeeds.

@@ -2,12 +2,12 @@
 //!
 //! Each term is a partition `search#{term}` holding one item per video (sort key: the video id, which
 //! sorts by creation time), read newest first. A video's score is how many of the query's terms it holds;
-//! results come by score, then newest first. Each score is read as its own level: the videos holding every
-//! term by walking the sparsest term's list and probing the others, lower scores by merging every list.
-//! A level is read only as deep as the page needs, and a position (score, last id) lets the next page
-//! go on exactly where this one stopped.
+//! results come by score, then newest first. Each score is read as its own level, driven by the sparsest
+//! lists that every video of the level must appear in (the sparsest one for videos holding every term,
+//! all of them for videos holding one), with the other lists looked up. A level is read only as deep as
+//! the page needs, and a position (score, last id) lets the next page go on exactly where this one
+//! stopped.
 
-use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::VideoId;
@@ -35,8 +35,6 @@ pub struct Hit {
 /// Ids read in the first chunk of a list; each further chunk is twice the last, up to [`LAST_CHUNK`].
 const FIRST_CHUNK: u32 = 64;
 const LAST_CHUNK: u32 = 1000;
-/// Membership probes in flight at once.
-const PROBES: usize = 32;
 
 /// One term's list of video ids, newest first, read a chunk at a time.
 struct List<'a> {
@@ -101,144 +99,149 @@ impl<'a> List<'a> {
     }
 }
 
-/// The videos holding exactly `score` of `terms` (every term when `score` is their number), newest first,
-/// after `after`; at most `want`.
-async fn level(
-    store: &dyn Store,
-    terms: &[String],
-    score: usize,
-    after: Option<&VideoId>,
-    want: usize,
-) -> Result<Vec<VideoId>, StoreError> {
-    let mut lists: Vec<List<'_>> = terms.iter().map(|term| List::new(store, term, after)).collect();
-    futures::future::try_join_all(lists.iter_mut().map(List::fill)).await?;
-    if score == terms.len() && terms.len() > 1 {
-        intersect(lists, want).await
-    } else {
-        merge(lists, score, want).await
-    }
+/// The creation time (Unix milliseconds) a UUIDv7 video id carries in its first 48 bits.
+fn id_millis(id: &VideoId) -> u64 {
+    u64::from_str_radix(&id.as_str()[..12], 16).unwrap_or(0)
 }
 
-/// The sparsest list: a list read to its end with the fewest ids, else the one whose first chunk reaches
-/// furthest back in time (every first chunk holds as many ids).
-fn sparsest(lists: &[List<'_>]) -> usize {
-    let ended = lists
-        .iter()
-        .enumerate()
-        .filter(|(_, list)| list.exhausted())
-        .min_by_key(|(_, list)| list.ids.len());
-    if let Some((index, _)) = ended {
-        return index;
-    }
-    lists
-        .iter()
-        .enumerate()
-        .min_by(|(_, a), (_, b)| a.ids.last().cmp(&b.ids.last()))
-        .map_or(0, |(index, _)| index)
+/// The lists' indices, sparsest first: lists read to their end by length, then the others by how many
+/// ids they hold per unit of time in what was read of them.
+fn by_sparsity(lists: &[List<'_>], top: u64) -> Vec<usize> {
+    let density = |list: &List<'_>| match list.ids.last() {
+        Some(oldest) => list.ids.len() as f64 / (top.saturating_sub(id_millis(oldest)).max(1)) as f64,
+        None => 0.0,
+    };
+    let mut order: Vec<usize> = (0..lists.len()).collect();
+    order.sort_by(|a, b| {
+        let (a, b) = (&lists[*a], &lists[*b]);
+        match (a.exhausted(), b.exhausted()) {
+            (true, true) => a.ids.len().cmp(&b.ids.len()),
+            (true, false) => std::cmp::Ordering::Less,
+            (false, true) => std::cmp::Ordering::Greater,
+            (false, false) => density(a).total_cmp(&density(b)),
+        }
+    });
+    order
 }
 
-/// Videos in every list: walks the sparsest and probes the others where their chunks read so far do not
-/// tell.
-async fn intersect(mut lists: Vec<List<'_>>, want: usize) -> Result<Vec<VideoId>, StoreError> {
-    let driver = sparsest(&lists);
-    let store = lists[driver].store;
-    let mut found = Vec::new();
-    let mut walked = 0;
-    loop {
-        if walked == lists[driver].ids.len() && !lists[driver].fill().await? {
-            return Ok(found);
-        }
-        let batch: Vec<VideoId> = lists[driver].ids[walked..]
-            .iter()
-            .take((want - found.len()).max(16))
-            .cloned()
-            .collect();
-        walked += batch.len();
-        let mut probes = Vec::new();
-        let candidates: Vec<(VideoId, Vec<usize>)> = batch
-            .into_iter()
-            .filter_map(|id| {
-                let mut unknown = Vec::new();
-                for (index, list) in lists.iter().enumerate().filter(|(index, _)| *index != driver) {
-                    match list.knows(&id) {
-                        Some(false) => return None,
-                        Some(true) => {}
-                        None => unknown.push(index),
-                    }
-                }
-                Some((id, unknown))
-            })
-            .collect();
-        for (id, unknown) in &candidates {
-            for index in unknown {
-                probes.push((lists[*index].pk.clone(), id.to_string()));
-            }
-        }
-        let answers: std::collections::HashSet<(String, String)> = futures::stream::iter(probes)
-            .map(|(pk, sk)| async move {
-                let held = store.get(&pk, &sk).await?.is_some();
-                Ok::<_, StoreError>(held.then_some((pk, sk)))
-            })
-            .buffered(PROBES)
-            .try_filter_map(|held| async move { Ok(held) })
-            .try_collect()
-            .await?;
-        for (id, unknown) in candidates {
-            let sk = id.to_string();
-            if unknown
-                .iter()
-                .all(|index| answers.contains(&(lists[*index].pk.clone(), sk.clone())))
-            {
-                found.push(id);
-                if found.len() == want {
-                    return Ok(found);
-                }
-            }
-        }
-    }
-}
-
-/// Videos in exactly `score` of the lists, merged newest first.
-async fn merge(mut lists: Vec<List<'_>>, score: usize, want: usize) -> Result<Vec<VideoId>, StoreError> {
+/// The videos holding exactly `score` of the lists, newest first; at most `want`.
+///
+/// A video holding `score` of `n` lists is in at least one of any `n - score + 1` of them, so the level is
+/// driven by merging the `n - score + 1` sparsest lists; whether a candidate is in the others is read
+/// from what was read of them, or looked up. Every id of the drivers is a candidate, so nothing is missed.
+async fn level(lists: &mut [List<'_>], score: usize, top: u64, want: usize) -> Result<Vec<VideoId>, StoreError> {
+    let unstarted = lists.iter_mut().filter(|list| !list.started).map(List::fill);
+    futures::future::try_join_all(unstarted).await?;
+    let order = by_sparsity(lists, top);
+    let (drivers, others) = order.split_at(lists.len() + 1 - score);
     let mut at = vec![0usize; lists.len()];
     let mut found = Vec::new();
     loop {
-        // Every list shows its next id, or is read to its end (a chunk may come back empty).
+        // Every driver shows its next id, or is read to its end (a chunk may come back empty).
         loop {
             let starved: Vec<_> = lists
                 .iter_mut()
-                .zip(&at)
-                .filter(|(list, at)| **at == list.ids.len() && !list.exhausted())
-                .map(|(list, _)| list.fill())
+                .enumerate()
+                .filter(|(index, list)| drivers.contains(index) && at[*index] == list.ids.len() && !list.exhausted())
+                .map(|(_, list)| list.fill())
                 .collect();
             if starved.is_empty() {
                 break;
             }
             futures::future::try_join_all(starved).await?;
         }
-        let Some(newest) = lists
-            .iter()
-            .zip(&at)
-            .filter_map(|(list, at)| list.ids.get(*at))
-            .max()
-            .cloned()
-        else {
-            return Ok(found);
-        };
-        let mut holding = 0;
-        for (list, at) in lists.iter().zip(at.iter_mut()) {
-            if list.ids.get(*at) == Some(&newest) {
-                holding += 1;
-                *at += 1;
+        // A batch of candidates, newest first, with how many drivers hold each; the batch stops where a
+        // driver needs its next chunk.
+        let mut candidates: Vec<(VideoId, usize)> = Vec::new();
+        let batch = (want - found.len()).max(16);
+        while candidates.len() < batch {
+            let heads = drivers.iter().filter_map(|index| lists[*index].ids.get(at[*index]));
+            let Some(newest) = heads.max().cloned() else {
+                break;
+            };
+            let mut held = 0;
+            for index in drivers {
+                if lists[*index].ids.get(at[*index]) == Some(&newest) {
+                    held += 1;
+                    at[*index] += 1;
+                }
+            }
+            if held <= score {
+                candidates.push((newest, held));
+            }
+            if drivers
+                .iter()
+                .any(|index| at[*index] == lists[*index].ids.len() && !lists[*index].exhausted())
+            {
+                break;
             }
         }
-        if holding == score {
-            found.push(newest);
+        if candidates.is_empty() {
+            if drivers.iter().all(|index| at[*index] == lists[*index].ids.len()) {
+                return Ok(found);
+            }
+            continue;
+        }
+        for id in count_exactly(lists, others, candidates, score).await? {
+            found.push(id);
             if found.len() == want {
                 return Ok(found);
             }
         }
     }
+}
+
+/// The candidates (with how many drivers hold them) that `others` bring to exactly `score` lists, in order.
+async fn count_exactly(
+    lists: &[List<'_>],
+    others: &[usize],
+    candidates: Vec<(VideoId, usize)>,
+    score: usize,
+) -> Result<Vec<VideoId>, StoreError> {
+    let Some(store) = lists.first().map(|list| list.store) else {
+        return Ok(Vec::new());
+    };
+    // What was read already tells most; the rest is looked up.
+    let mut probes: Vec<(String, String)> = Vec::new();
+    let mut counted: Vec<(VideoId, usize, Vec<usize>)> = Vec::with_capacity(candidates.len());
+    for (id, held) in candidates {
+        let mut known = held;
+        let mut unknown = Vec::new();
+        for index in others {
+            match lists[*index].knows(&id) {
+                Some(true) => known += 1,
+                Some(false) => {}
+                None => unknown.push(*index),
+            }
+        }
+        // Too many already, or too few even if every lookup finds it.
+        if known > score || known + unknown.len() < score {
+            continue;
+        }
+        probes.extend(unknown.iter().map(|index| (lists[*index].pk.clone(), id.to_string())));
+        counted.push((id, known, unknown));
+    }
+    let answers: std::collections::HashSet<(String, String)> = if probes.is_empty() {
+        std::collections::HashSet::new()
+    } else {
+        store
+            .get_batch(probes)
+            .await?
+            .into_iter()
+            .map(|item| (item.pk, item.sk))
+            .collect()
+    };
+    Ok(counted
+        .into_iter()
+        .filter_map(|(id, known, unknown)| {
+            let sk = id.to_string();
+            let more = unknown
+                .iter()
+                .filter(|index| answers.contains(&(lists[**index].pk.clone(), sk.clone())))
+                .count();
+            (known + more == score).then_some(id)
+        })
+        .collect())
 }
 
 /// Up to `want` videos holding any of `terms`, by score then newest first, from `from` on.
@@ -248,14 +251,26 @@ pub(crate) async fn find(
     from: Option<&Position>,
     want: usize,
 ) -> Result<Vec<Hit>, StoreError> {
-    let top = from.map_or(terms.len(), |p| p.score.min(terms.len()));
+    let top_level = from.map_or(terms.len(), |p| p.score.min(terms.len()));
+    let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    // Lists read from their newest entry serve every level read from the top.
+    let mut from_top: Vec<List<'_>> = terms.iter().map(|term| List::new(store, term, None)).collect();
     let mut hits = Vec::new();
-    for score in (1..=top).rev() {
+    for score in (1..=top_level).rev() {
         if hits.len() == want {
             break;
         }
-        let after = from.filter(|p| p.score == score).map(|p| &p.after);
-        let ids = level(store, terms, score, after, want - hits.len()).await?;
+        let need = want - hits.len();
+        let ids = match from.filter(|p| p.score == score) {
+            Some(position) => {
+                let mut lists: Vec<List<'_>> = terms
+                    .iter()
+                    .map(|term| List::new(store, term, Some(&position.after)))
+                    .collect();
+                level(&mut lists, score, id_millis(&position.after), need).await?
+            }
+            None => level(&mut from_top, score, now, need).await?,
+        };
         hits.extend(ids.into_iter().map(|id| Hit { id, score }));
     }
     Ok(hits)

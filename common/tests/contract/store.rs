@@ -51,6 +51,30 @@ async fn batches(store: &dyn Store) {
         Err(StoreError::InvalidItem(_))
     ));
     store.write_batch(Vec::new(), Vec::new()).await.expect("an empty batch");
+
+    // Batched reads: more keys than one DynamoDB request takes, over two partitions, some missing, one
+    // expired.
+    let other = unique("search");
+    let puts: Vec<Item> = (0..150)
+        .map(|n| Item::new(if n % 2 == 0 { &pk } else { &other }, format!("k{n:03}")).with("n", n))
+        .chain(std::iter::once(Item::new(&other, "old").expiring_at(now_unix() - 5)))
+        .collect();
+    store.write_batch(puts, Vec::new()).await.expect("puts");
+    let keys: Vec<(String, String)> = (0..150)
+        .map(|n| (if n % 2 == 0 { pk.clone() } else { other.clone() }, format!("k{n:03}")))
+        .chain((0..30).map(|n| (other.clone(), format!("missing{n}"))))
+        .chain(std::iter::once((other.clone(), "old".to_owned())))
+        .collect();
+    let mut found: Vec<i64> = store
+        .get_batch(keys)
+        .await
+        .expect("get_batch")
+        .iter()
+        .map(|item| item.attrs["n"].as_i64().expect("n"))
+        .collect();
+    found.sort_unstable();
+    assert_eq!(found, (0..150).collect::<Vec<i64>>());
+    assert!(store.get_batch(Vec::new()).await.expect("no keys").is_empty());
 }
 
 async fn round_trip(store: &dyn Store) {

@@ -2,7 +2,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, ReturnValue, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, ReturnValue, WriteRequest,
+};
 use serde_json::{Map, Value};
 
 use super::describe;
@@ -183,6 +185,8 @@ impl DynamoStore {
     }
 }
 
+/// Keys a `BatchGetItem` request may carry.
+const BATCH_KEYS: usize = 100;
 /// Items a `BatchWriteItem` request may carry.
 const BATCH_ITEMS: usize = 25;
 /// Batch requests of one `write_batch` in flight at once.
@@ -218,6 +222,57 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Reads one batch of at most [`BATCH_KEYS`] keys (consistently), asking again for what comes back
+    /// unprocessed.
+    async fn read_batch(&self, keys: Vec<Attributes>) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::with_capacity(keys.len());
+        let mut keys = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(backend)?,
+        );
+        for round in 0..BATCH_ROUNDS {
+            let Some(request) = keys.take() else {
+                return Ok(items);
+            };
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(backend)?;
+            let now = now_unix();
+            for attributes in output
+                .responses
+                .and_then(|mut r| r.remove(&self.table))
+                .unwrap_or_default()
+            {
+                let item = from_attributes(attributes)?;
+                if !item.is_expired(now) {
+                    items.push(item);
+                }
+            }
+            keys = output
+                .unprocessed_keys
+                .and_then(|mut left| left.remove(&self.table))
+                .filter(|left| !left.keys().is_empty());
+            if keys.is_some() {
+                tokio::time::sleep(std::time::Duration::from_millis(25 << round.min(5))).await;
+            }
+        }
+        match keys {
+            None => Ok(items),
+            Some(_) => Err(StoreError::Backend(format!(
+                "reads of a batch were still unprocessed after {BATCH_ROUNDS} rounds"
+            ))),
+        }
+    }
+}
+
 fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(err: &E) -> bool {
     err.code() == Some("ConditionalCheckFailedException")
 }
@@ -238,6 +293,18 @@ impl Store for DynamoStore {
             None => Ok(None),
             Some(attributes) => Ok(Some(from_attributes(attributes)?).filter(|item| !item.is_expired(now_unix()))),
         }
+    }
+
+    async fn get_batch(&self, keys: Vec<(String, String)>) -> Result<Vec<Item>, StoreError> {
+        use futures::{StreamExt, TryStreamExt};
+        let keys: Vec<Attributes> = keys.iter().map(|(pk, sk)| key(pk, sk)).collect();
+        let batches: Vec<Vec<Attributes>> = keys.chunks(BATCH_KEYS).map(<[_]>::to_vec).collect();
+        let found: Vec<Vec<Item>> = futures::stream::iter(batches)
+            .map(|batch| self.read_batch(batch))
+            .buffer_unordered(BATCHES_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
     }
 
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {

@@ -19,6 +19,8 @@ const ITEMS: u64 = 50_000;
 const PARTITIONS: u64 = 10_000;
 /// Pages kept per partition (the latest read).
 const PAGES_PER_PARTITION: usize = 16;
+/// Pages of more items are not kept: copying one out of the cache costs about what reading it does.
+const PAGE_ITEMS: usize = 32;
 
 type ItemKey = (String, String);
 /// The pages of one partition read so far, by the query that read them.
@@ -83,6 +85,9 @@ impl StoreCache {
     }
 
     pub(crate) async fn keep_page(&self, ticket: ReadTicket, pk: &str, query: &Query, page: &Page) {
+        if page.items.len() > PAGE_ITEMS {
+            return;
+        }
         let _gate = self.gate.lock().await;
         if !self.unchanged_since(&ticket) {
             return;

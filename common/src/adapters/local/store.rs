@@ -229,6 +229,31 @@ impl Store for LocalStore {
         Ok(item)
     }
 
+    /// Reads the database directly, one statement per partition: batches serve lookups of many keys,
+    /// which would only churn the read cache.
+    async fn get_batch(&self, keys: Vec<(String, String)>) -> Result<Vec<Item>, StoreError> {
+        let mut by_partition: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        for (pk, sk) in keys {
+            by_partition.entry(pk).or_default().push(sk);
+        }
+        self.db
+            .read(move |conn| {
+                let mut statement = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM items WHERE pk = ?1 AND sk IN (SELECT value FROM json_each(?2)) \
+                     AND (expires_at IS NULL OR expires_at > ?3)"
+                ))?;
+                let mut items = Vec::new();
+                for (pk, sks) in &by_partition {
+                    let sks = serde_json::to_string(sks).map_err(StoreError::backend)?;
+                    for item in statement.query_map(params![pk, sks, now_unix()], read_item)? {
+                        items.push(item?);
+                    }
+                }
+                Ok(items)
+            })
+            .await
+    }
+
     async fn put(&self, item: Item, condition: Option<Condition>) -> Result<(), StoreError> {
         item.validate()?;
         let (pk, sk) = (item.pk.clone(), item.sk.clone());
