@@ -302,7 +302,8 @@ impl Handler {
                 },
             })
             .collect();
-        self.videos
+        let updated = self
+            .videos
             .update(id, |video| {
                 if video.status == VideoStatus::Failed {
                     return false;
@@ -316,6 +317,14 @@ impl Handler {
             })
             .await
             .map_err(EventError::retryable)?;
+        if updated.is_none() {
+            // Deleted while this ran: what it wrote would outlive the video.
+            for object in self.media.list(&prefix).await.map_err(EventError::retryable)? {
+                self.media.delete(&object.key).await.map_err(EventError::retryable)?;
+            }
+            tracing::info!(video_id = %id, "the video was deleted while it was finalized; its media are removed");
+            return Ok(());
+        }
         tracing::info!(video_id = %id, renditions = variants.len(), "video ready");
         metrics::counter!("streamgate_videos_ready_total").increment(1);
         Ok(())

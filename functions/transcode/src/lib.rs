@@ -69,8 +69,9 @@ impl Handler {
     }
 
     /// Stores every file the job wrote, under `videos/{id}/{rendition}/`.
-    async fn store(&self, id: &VideoId, dir: &Path) -> Result<usize, EventError> {
-        let mut stored = 0;
+    /// Stores what a job wrote under the video's media prefix; answers the keys written.
+    async fn store(&self, id: &VideoId, dir: &Path) -> Result<Vec<String>, EventError> {
+        let mut stored = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(EventError::retryable)? {
             let folder = entry.map_err(EventError::retryable)?;
             let name = folder.file_name().to_string_lossy().into_owned();
@@ -90,7 +91,7 @@ impl Handler {
                     .put_file(&key, &path, Some(content_type))
                     .await
                     .map_err(EventError::retryable)?;
-                stored += 1;
+                stored.push(key);
             }
         }
         Ok(stored)
@@ -311,6 +312,14 @@ impl EventHandler for Handler {
             return Err(EventError::retryable(why));
         }
         let files = self.store(&id, dir.path()).await?;
+        // Deleted while this job ran: what it wrote would outlive the video.
+        if live_video(&self.videos, &id).await?.is_none() {
+            for key in &files {
+                self.media.delete(key).await.map_err(EventError::retryable)?;
+            }
+            return Ok(());
+        }
+        let files = files.len();
         metrics::histogram!("streamgate_transcode_seconds", "job" => if job.job == "audio" { "audio" } else { "video" })
             .record(started.elapsed().as_secs_f64());
         tracing::info!(video_id = %id, job = %job.job, files, seconds = started.elapsed().as_secs_f64(), "job encoded");
