@@ -177,7 +177,8 @@ async fn level(lists: &mut [List<'_>], score: usize, top: u64, want: usize) -> R
             }
         }
         if candidates.is_empty() {
-            if drivers.iter().all(|index| at[*index] == lists[*index].ids.len()) {
+            let done = |index: &usize| at[*index] == lists[*index].ids.len() && lists[*index].exhausted();
+            if drivers.iter().all(done) {
                 return Ok(found);
             }
             continue;

@@ -80,7 +80,8 @@ pub struct Scale {
 /// `store` may be shared; `empty` must hold no video, as the randomised comparison scans all it holds.
 pub async fn contract(store: Arc<dyn Store>, empty: Arc<dyn Store>, scale: Scale) {
     words_and_ranking(store.clone()).await;
-    owners(store).await;
+    owners(store.clone()).await;
+    lists_that_start_alike(store).await;
     agrees_with_a_plain_scan(empty, 0x5eed, scale).await;
 }
 
@@ -243,6 +244,27 @@ async fn owners(store: Arc<dyn Store>) {
     );
     assert_eq!(all_pages(&videos, by(false, Some("owner walk"))).await, ready);
     assert!(all_pages(&videos, by(false, Some("bob"))).await.is_empty());
+}
+
+/// Two words whose lists begin with the same videos for longer than one read: the videos holding only one
+/// of them come after, however many hold both.
+async fn lists_that_start_alike(store: Arc<dyn Store>) {
+    let videos = Videos::new(store);
+    let mut only_one = Vec::new();
+    for n in 0..3 {
+        only_one.push(add(&videos, &format!("Quokka {n}"), &[], "").await);
+    }
+    let mut both = Vec::new();
+    for n in 0..70 {
+        both.push(add(&videos, &format!("Quokka wombat {n}"), &[], "").await);
+    }
+    let expected: Vec<VideoId> = both.iter().rev().chain(only_one.iter().rev()).cloned().collect();
+    assert_eq!(all_pages(&videos, search("quokka wombat ", 100)).await, expected);
+    assert_eq!(
+        all_pages(&videos, search("quokka wombat ", 7)).await,
+        expected,
+        "in pages of 7"
+    );
 }
 
 /// Random catalogs and queries: every page of every listing matches a plain scan of the catalog scored
