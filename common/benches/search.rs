@@ -82,27 +82,16 @@ impl Corpus {
         if let Some(first) = title.get_mut(0..1) {
             first.make_ascii_uppercase();
         }
-        let now = chrono::Utc::now();
-        Video {
-            id: VideoId::generate(),
-            owner: format!("0x{:040x}", n % 1000),
-            title,
-            description: self.phrase(rng, 5, 40),
-            tags: (0..rng.random_range(0..=5)).map(|_| self.phrase(rng, 1, 2)).collect(),
-            status: VideoStatus::Ready,
-            progress: 100,
-            error: None,
-            duration_seconds: Some(60.0),
-            width: Some(1280),
-            height: Some(720),
-            renditions: Vec::new(),
-            access: serde_json::json!({"type": "public"}),
-            cid: None,
-            encrypted_hls: false,
-            source: None,
-            created_at: now,
-            updated_at: now,
-        }
+        let mut video = Video::new(VideoId::generate(), format!("0x{:040x}", n % 1000));
+        video.title = title;
+        video.description = self.phrase(rng, 5, 40);
+        video.tags = (0..rng.random_range(0..=5)).map(|_| self.phrase(rng, 1, 2)).collect();
+        video.status = VideoStatus::Ready;
+        video.progress = 100;
+        video.duration_seconds = Some(60.0);
+        video.width = Some(1280);
+        video.height = Some(720);
+        video
     }
 
     /// A query as typed: one to three words of a video's title or description, the last cut short.

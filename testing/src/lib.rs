@@ -73,27 +73,9 @@ pub fn clip(dir: &Path, size: &str, rate: u32, seconds: u32, extra: &[&str]) -> 
 /// Records a public video in `status` and stores `source` as its source; returns its id.
 pub async fn video_with_source(ports: &Ports, status: VideoStatus, source: Vec<u8>) -> VideoId {
     let id = VideoId::generate();
-    let now = Utc::now();
-    let video = Video {
-        id: id.clone(),
-        owner: "0x0000000000000000000000000000000000000001".into(),
-        title: "Test clip".into(),
-        description: String::new(),
-        tags: vec![],
-        status,
-        progress: 0,
-        error: None,
-        duration_seconds: None,
-        width: None,
-        height: None,
-        renditions: vec![],
-        access: serde_json::json!({"type": "public"}),
-        cid: None,
-        encrypted_hls: false,
-        source: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let mut video = Video::new(id.clone(), "0x0000000000000000000000000000000000000001");
+    video.title = "Test clip".into();
+    video.status = status;
     Videos::new(ports.store.clone()).create(&video).await.expect("video");
     ports
         .sources

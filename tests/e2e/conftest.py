@@ -212,6 +212,19 @@ CONTRACTS = ROOT / "tests" / "contracts"
 ANVIL = CONTRACTS / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 
 
+def spawn_local(data: Path, extra_env: dict | None = None) -> tuple[str, Process]:
+    """Starts streamgate-local on a free port with its data under `data`; returns its base URL (once it
+    serves) and process. The caller stops it."""
+    env = base_env(data) | {"STREAMGATE_ADDR": "127.0.0.1:0", "RUST_LOG": "warn"} | (extra_env or {})
+    process = Process([str(binary("streamgate-local"))], env)
+    deadline = time.monotonic() + 30
+    while not process.stdout_lines:
+        if not process.alive() or time.monotonic() > deadline:
+            pytest.fail(f"streamgate-local did not start: {process.stderr()}")
+        time.sleep(0.02)
+    return process.stdout_lines[0].strip().rsplit(" ", 1)[-1], process
+
+
 @pytest.fixture
 def start_local(tmp_path):
     """Starts streamgate-local on a free port with a fresh data dir and extra environment; returns its
@@ -219,16 +232,9 @@ def start_local(tmp_path):
     started: list[Process] = []
 
     def start(extra_env: dict | None = None) -> tuple[str, Process]:
-        env = base_env(tmp_path / f"local{len(started)}") | {"STREAMGATE_ADDR": "127.0.0.1:0", "RUST_LOG": "warn"}
-        env |= extra_env or {}
-        process = Process([str(binary("streamgate-local"))], env)
+        url, process = spawn_local(tmp_path / f"local{len(started)}", extra_env)
         started.append(process)
-        deadline = time.monotonic() + 30
-        while not process.stdout_lines:
-            if not process.alive() or time.monotonic() > deadline:
-                pytest.fail(f"streamgate-local did not start: {process.stderr()}")
-            time.sleep(0.02)
-        return process.stdout_lines[0].strip().rsplit(" ", 1)[-1], process
+        return url, process
 
     yield start
     for process in started:

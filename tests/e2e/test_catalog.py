@@ -39,18 +39,8 @@ def catalog(tmp_path_factory):
     import conftest
 
     data = tmp_path_factory.mktemp("catalog")
-    env = conftest.base_env(data) | {
-        "STREAMGATE_ADDR": "127.0.0.1:0",
-        "RUST_LOG": "warn",
-        "STREAMGATE_LADDER": "360p",
-        "STREAMGATE_RPC_31337": "http://127.0.0.1:9",
-    }
-    process = conftest.Process([str(conftest.binary("streamgate-local"))], env)
-    deadline = time.monotonic() + 30
-    while not process.stdout_lines:
-        assert process.alive() and time.monotonic() < deadline, process.stderr()
-        time.sleep(0.02)
-    url = process.stdout_lines[0].strip().rsplit(" ", 1)[-1]
+    settings = {"STREAMGATE_LADDER": "360p", "STREAMGATE_RPC_31337": "http://127.0.0.1:9"}
+    url, process = conftest.spawn_local(data, settings)
     alice, bob = sign_in(url, ALICE), sign_in(url, BOB)
     source = tmp_path_factory.mktemp("sources")
     lisbon = upload_ready_video(url, alice, source / "lisbon.mp4", seconds=2)

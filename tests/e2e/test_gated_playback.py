@@ -96,13 +96,7 @@ class Chain:
 
 
 def start_server(data: Path, extra_env: dict) -> tuple[str, conftest.Process]:
-    env = conftest.base_env(data) | {"STREAMGATE_ADDR": "127.0.0.1:0", "RUST_LOG": "warn", "STREAMGATE_LADDER": "240p"}
-    process = conftest.Process([str(conftest.binary("streamgate-local"))], env | extra_env)
-    deadline = time.monotonic() + 30
-    while not process.stdout_lines:
-        assert process.alive() and time.monotonic() < deadline, process.stderr()
-        time.sleep(0.02)
-    return process.stdout_lines[0].strip().rsplit(" ", 1)[-1], process
+    return conftest.spawn_local(data, {"STREAMGATE_LADDER": "240p"} | extra_env)
 
 
 def lookups(url: str) -> dict:

@@ -50,17 +50,7 @@ def ready(tmp_path_factory):
     """streamgate-local with one ready public video; yields (base URL, owner token, video id)."""
     import conftest
 
-    env = conftest.base_env(tmp_path_factory.mktemp("playback")) | {
-        "STREAMGATE_ADDR": "127.0.0.1:0",
-        "RUST_LOG": "warn",
-        "STREAMGATE_LADDER": "720p,360p",
-    }
-    process = conftest.Process([str(conftest.binary("streamgate-local"))], env)
-    deadline = time.monotonic() + 30
-    while not process.stdout_lines:
-        assert process.alive() and time.monotonic() < deadline, process.stderr()
-        time.sleep(0.02)
-    url = process.stdout_lines[0].strip().rsplit(" ", 1)[-1]
+    url, process = conftest.spawn_local(tmp_path_factory.mktemp("playback"), {"STREAMGATE_LADDER": "720p,360p"})
     token = sign_in(url, ALICE)
     video_id = upload_ready_video(url, token, tmp_path_factory.mktemp("source") / "talk.mp4")
     yield url, token, video_id

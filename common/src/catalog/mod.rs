@@ -101,6 +101,31 @@ pub struct Video {
 }
 
 impl Video {
+    /// A video just created for `owner` (a checksummed address): `uploading`, public, without text.
+    pub fn new(id: VideoId, owner: impl Into<String>) -> Self {
+        let now = Utc::now();
+        Self {
+            id,
+            owner: owner.into(),
+            title: String::new(),
+            description: String::new(),
+            tags: Vec::new(),
+            status: VideoStatus::Uploading,
+            progress: 0,
+            error: None,
+            duration_seconds: None,
+            width: None,
+            height: None,
+            renditions: Vec::new(),
+            access: serde_json::json!({"type": "public"}),
+            cid: None,
+            encrypted_hls: false,
+            source: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
     /// Whether anyone may play the video, signed in or not (`access` is `{"type":"public"}`).
     pub fn is_public(&self) -> bool {
         self.access.get("type").and_then(Value::as_str) == Some("public")

@@ -16,27 +16,13 @@ const BOB: &str = "0x0000000000000000000000000000000000000B0b";
 const CAROL: &str = "0x00000000000000000000000000000000000CA401";
 
 fn video(owner: &str, title: &str, tags: &[&str], description: &str, status: VideoStatus) -> Video {
-    let now = chrono::Utc::now();
-    Video {
-        id: VideoId::generate(),
-        owner: owner.to_owned(),
-        title: title.to_owned(),
-        description: description.to_owned(),
-        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-        status,
-        progress: if status == VideoStatus::Ready { 100 } else { 0 },
-        error: None,
-        duration_seconds: None,
-        width: None,
-        height: None,
-        renditions: Vec::new(),
-        access: serde_json::json!({"type": "public"}),
-        cid: None,
-        encrypted_hls: false,
-        source: None,
-        created_at: now,
-        updated_at: now,
-    }
+    let mut video = Video::new(VideoId::generate(), owner);
+    video.title = title.to_owned();
+    video.description = description.to_owned();
+    video.tags = tags.iter().map(|t| (*t).to_owned()).collect();
+    video.status = status;
+    video.progress = if status == VideoStatus::Ready { 100 } else { 0 };
+    video
 }
 
 async fn add(videos: &Videos, title: &str, tags: &[&str], description: &str) -> VideoId {

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::http::HeaderMap;
-use chrono::Utc;
 use common::blobs::{BlobError, Blobs};
 use common::catalog::{Video, VideoStatus, Videos};
 use common::chains::Chains;
@@ -167,27 +166,13 @@ impl AppState {
 
 /// A new video as an upload creates it.
 fn new_video(id: VideoId, owner: &Authenticated, details: metadata::Details) -> Video {
-    let now = Utc::now();
-    Video {
-        id,
-        owner: owner.0.address.to_checksum(None),
-        title: details.title,
-        description: details.description,
-        tags: Vec::new(),
-        status: VideoStatus::Uploading,
-        progress: 0,
-        error: None,
-        duration_seconds: None,
-        width: None,
-        height: None,
-        renditions: Vec::new(),
-        access: details.access.unwrap_or_else(|| serde_json::json!({"type": "public"})),
-        cid: None,
-        encrypted_hls: false,
-        source: None,
-        created_at: now,
-        updated_at: now,
+    let mut video = Video::new(id, owner.0.address.to_checksum(None));
+    video.title = details.title;
+    video.description = details.description;
+    if let Some(access) = details.access {
+        video.access = access;
     }
+    video
 }
 
 fn gone(upload: &Upload) -> ApiError {

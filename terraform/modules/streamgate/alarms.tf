@@ -3,41 +3,30 @@
 
 locals {
   alarm_actions = var.alarm_topic_arn == "" ? [] : [var.alarm_topic_arn]
+  # Errors (5 in 5 minutes) and throttles (any) of every function.
+  function_alarms = merge([
+    for name in keys(local.functions) : {
+      "${name}-errors"    = { function = name, metric = "Errors", threshold = 5, description = "${name} failed invocations" }
+      "${name}-throttles" = { function = name, metric = "Throttles", threshold = 1, description = "${name} invocations throttled" }
+    }
+  ]...)
   dead_letter_queues = merge(
     { for k, q in aws_sqs_queue.dead : k => q.name },
     { "failed-events" = aws_sqs_queue.failed_events.name },
   )
 }
 
-resource "aws_cloudwatch_metric_alarm" "errors" {
-  for_each            = local.functions
-  alarm_name          = "${var.name}-${each.key}-errors"
-  alarm_description   = "${each.key} failed invocations"
+resource "aws_cloudwatch_metric_alarm" "function" {
+  for_each            = local.function_alarms
+  alarm_name          = "${var.name}-${each.key}"
+  alarm_description   = each.value.description
   namespace           = "AWS/Lambda"
-  metric_name         = "Errors"
-  dimensions          = { FunctionName = aws_lambda_function.this[each.key].function_name }
+  metric_name         = each.value.metric
+  dimensions          = { FunctionName = aws_lambda_function.this[each.value.function].function_name }
   statistic           = "Sum"
   period              = 300
   evaluation_periods  = 1
-  threshold           = 5
-  comparison_operator = "GreaterThanOrEqualToThreshold"
-  treat_missing_data  = "notBreaching"
-  alarm_actions       = local.alarm_actions
-  ok_actions          = local.alarm_actions
-  tags                = var.tags
-}
-
-resource "aws_cloudwatch_metric_alarm" "throttles" {
-  for_each            = local.functions
-  alarm_name          = "${var.name}-${each.key}-throttles"
-  alarm_description   = "${each.key} invocations throttled"
-  namespace           = "AWS/Lambda"
-  metric_name         = "Throttles"
-  dimensions          = { FunctionName = aws_lambda_function.this[each.key].function_name }
-  statistic           = "Sum"
-  period              = 300
-  evaluation_periods  = 1
-  threshold           = 1
+  threshold           = each.value.threshold
   comparison_operator = "GreaterThanOrEqualToThreshold"
   treat_missing_data  = "notBreaching"
   alarm_actions       = local.alarm_actions
