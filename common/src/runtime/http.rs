@@ -1,16 +1,25 @@
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
+use tower::ServiceBuilder;
+use tower::util::BoxCloneSyncService;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -18,6 +27,10 @@ use super::FunctionInfo;
 use crate::problem::{ApiError, method_not_allowed, not_found_fallback};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A function's HTTP surface: its routes inside the layers every StreamGate function has. It is cloned
+/// once per connection, never per request.
+pub type HttpApp = BoxCloneSyncService<Request, Response, Infallible>;
 
 /// Whether the app serves `GET /metrics`.
 #[derive(Clone, Copy)]
@@ -37,7 +50,11 @@ pub struct Health {
 /// Wraps a function's router with what every StreamGate HTTP surface has: `/healthz`, optional
 /// `/metrics`, request ids, request spans and metrics, problem answers for unknown paths and panics,
 /// CORS and security headers.
-pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Router {
+///
+/// The layers wrap the router as a whole rather than through `Router::layer`, which would wrap every
+/// route on its own and clone the whole stack for every request; only [`RouteLabel`], which needs the
+/// matched route, sits inside.
+pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> HttpApp {
     let health = Health {
         status: "ok",
         function: info.name,
@@ -47,12 +64,36 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ro
     if let MetricsRoute::Prometheus(handle) = metrics {
         app = app.route("/metrics", get(render_metrics).with_state(handle));
     }
-    app.method_not_allowed_fallback(|| async { method_not_allowed() })
+    let app = app
+        .method_not_allowed_fallback(|| async { method_not_allowed() })
         .fallback(not_found_fallback)
-        .layer(middleware::from_fn_with_state(info.name, record_request))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal(&"a request handler panicked").into_response()
-        }))
+        .route_layer(RouteLabelLayer);
+    let service = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(PreflightCors(cors()))
+        // The tracing and panic layers wrap the body; the layers above take axum's.
+        .map_response(IntoResponse::into_response)
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let request_id = request
                 .headers()
@@ -61,29 +102,234 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ro
                 .unwrap_or("");
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
         }))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(PreflightCors(cors()))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::internal(&"a request handler panicked").into_response()
+        }))
+        .layer(RecordRequestLayer(Arc::new(RequestMetrics::new(info.name))))
+        .service(app);
+    BoxCloneSyncService::new(service)
+}
+
+/// Request ids for requests that come without one: a random number drawn once per process, then a
+/// counter, as 32 hex digits (unique without a system call per request).
+#[derive(Clone)]
+struct RequestIds {
+    process: u64,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        Self {
+            process: uuid::Uuid::new_v4().as_u64_pair().0,
+            next: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}{number:016x}", self.process);
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+/// The route a request matched, handed from inside the router to [`RecordRequest`] outside it.
+#[derive(Clone, Copy)]
+struct RouteLabelLayer;
+
+impl<S> tower::Layer<S> for RouteLabelLayer {
+    type Service = RouteLabel<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RouteLabel(inner)
+    }
+}
+
+#[derive(Clone)]
+struct RouteLabel<S>(S);
+
+impl<S> tower::Service<Request> for RouteLabel<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = LabelledFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        LabelledFuture {
+            inner: self.0.call(request),
+            route,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct LabelledFuture<F> {
+        #[pin]
+        inner: F,
+        route: Option<MatchedPath>,
+    }
+}
+
+impl<F, E> Future for LabelledFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(route) = this.route.take() {
+            response.extensions_mut().insert(route);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// Counts requests and times them, by function, route, method and status. The metric handles are
+/// registered once per label set and kept, so a request costs a map lookup, not a registration.
+struct RequestMetrics {
+    function: &'static str,
+    /// By route (`unmatched` for none).
+    routes: RwLock<HashMap<String, Vec<Handles>>>,
+}
+
+/// The metrics of one route, method and status.
+struct Handles {
+    method: Method,
+    status: u16,
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl RequestMetrics {
+    fn new(function: &'static str) -> Self {
+        Self {
+            function,
+            routes: RwLock::new(HashMap::new()),
+        }
+    }
+
+    fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let recorded = self.routes.read().is_ok_and(|routes| {
+            let known = routes
+                .get(route)
+                .and_then(|handles| handles.iter().find(|h| h.method == method && h.status == status));
+            known
+                .inspect(|h| {
+                    h.requests.increment(1);
+                    h.duration.record(seconds);
+                })
+                .is_some()
+        });
+        if !recorded {
+            let (requests, duration) = self.register(route, method, status);
+            requests.increment(1);
+            duration.record(seconds);
+        }
+    }
+
+    fn register(&self, route: &str, method: &Method, status: u16) -> (Counter, Histogram) {
+        let labels = [
+            ("function", self.function.to_owned()),
+            ("route", route.to_owned()),
+            ("method", method.as_str().to_owned()),
+            ("status", status.to_string()),
+        ];
+        let requests = metrics::counter!("streamgate_http_requests_total", &labels);
+        let duration = metrics::histogram!("streamgate_http_request_duration_seconds", &labels[..3]);
+        if let Ok(mut routes) = self.routes.write() {
+            routes.entry(route.to_owned()).or_default().push(Handles {
+                method: method.clone(),
+                status,
+                requests: requests.clone(),
+                duration: duration.clone(),
+            });
+        }
+        (requests, duration)
+    }
+}
+
+#[derive(Clone)]
+struct RecordRequestLayer(Arc<RequestMetrics>);
+
+impl<S> tower::Layer<S> for RecordRequestLayer {
+    type Service = RecordRequest<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RecordRequest {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct RecordRequest<S> {
+    inner: S,
+    metrics: Arc<RequestMetrics>,
+}
+
+impl<S> tower::Service<Request> for RecordRequest<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = RecordedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let method = request.method().clone();
+        RecordedFuture {
+            inner: self.inner.call(request),
+            metrics: self.metrics.clone(),
+            method,
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct RecordedFuture<F> {
+        #[pin]
+        inner: F,
+        metrics: Arc<RequestMetrics>,
+        method: Method,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for RecordedFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.inner.poll(cx))?;
+        let route = response
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        this.metrics
+            .record(route, this.method, response.status().as_u16(), this.started.elapsed());
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// CORS for every request but an `OPTIONS` that is not a preflight (it has no
@@ -111,29 +357,27 @@ struct PreflightCorsService<S> {
 
 impl<S, B, R> tower::Service<http::Request<B>> for PreflightCorsService<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone,
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     R: Default,
 {
     type Response = http::Response<R>;
     type Error = S::Error;
-    type Future = futures::future::Either<
-        tower::util::Oneshot<S, http::Request<B>>,
-        tower::util::Oneshot<tower_http::cors::Cors<S>, http::Request<B>>,
-    >;
+    type Future =
+        futures::future::Either<S::Future, <tower_http::cors::Cors<S> as tower::Service<http::Request<B>>>::Future>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-        // Each call readies its own clone.
-        std::task::Poll::Ready(Ok(()))
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Either may take the request, so both must be ready.
+        std::task::ready!(self.plain.poll_ready(cx))?;
+        self.cors.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        use tower::ServiceExt;
         let plain_options = request.method() == Method::OPTIONS
             && !request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if plain_options {
-            futures::future::Either::Left(self.plain.clone().oneshot(request))
+            futures::future::Either::Left(self.plain.call(request))
         } else {
-            futures::future::Either::Right(self.cors.clone().oneshot(request))
+            futures::future::Either::Right(self.cors.call(request))
         }
     }
 }
@@ -192,27 +436,6 @@ async fn render_metrics(State(handle): State<&'static PrometheusHandle>) -> impl
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
 }
 
-async fn record_request(State(function): State<&'static str>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("function", function.to_owned()),
-        ("route", route),
-        ("method", method),
-        ("status", status),
-    ];
-    metrics::counter!("streamgate_http_requests_total", &labels).increment(1);
-    metrics::histogram!("streamgate_http_request_duration_seconds", &labels[..3])
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,7 +447,7 @@ mod tests {
         panic!("boom")
     }
 
-    fn app() -> Router {
+    fn app() -> HttpApp {
         let info = FunctionInfo {
             name: "api-test",
             version: "1.2.3",
@@ -284,6 +507,53 @@ mod tests {
                 .to_str()
                 .expect("ascii")
                 .contains("upload-offset")
+        );
+    }
+
+    #[test]
+    fn requests_are_counted_by_matched_route_method_and_status() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let info = FunctionInfo {
+                    name: "api-test",
+                    version: "1.2.3",
+                };
+                let router = Router::new().route("/things/{id}", get(|| async { "thing" }));
+                let app = http_app(info, router, MetricsRoute::Off);
+                for path in ["/things/1", "/things/2", "/nope"] {
+                    let request = Request::get(path).body(Body::empty()).expect("request");
+                    app.clone().oneshot(request).await.expect("infallible");
+                }
+                let request = Request::post("/things/3").body(Body::empty()).expect("request");
+                app.clone().oneshot(request).await.expect("infallible");
+            });
+        });
+        let text = handle.render();
+        let count = |labels: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("streamgate_http_requests_total{{{labels}}} ")))
+                .map(str::to_owned)
+        };
+        let labels = |route: &str, method: &str, status: u16| {
+            format!(r#"function="api-test",route="{route}",method="{method}",status="{status}""#)
+        };
+        assert_eq!(
+            count(&labels("/things/{id}", "GET", 200)).as_deref(),
+            Some("2"),
+            "{text}"
+        );
+        assert_eq!(
+            count(&labels("/things/{id}", "POST", 405)).as_deref(),
+            Some("1"),
+            "{text}"
+        );
+        assert_eq!(count(&labels("unmatched", "GET", 404)).as_deref(), Some("1"), "{text}");
+        assert!(
+            text.contains(r#"streamgate_http_request_duration_seconds_count{function="api-test",route="/things/{id}",method="GET"} 2"#),
+            "{text}"
         );
     }
 

@@ -9,12 +9,14 @@ mod http;
 mod lambda;
 mod worker;
 
+use axum::ServiceExt;
+use axum::extract::Request;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 pub use self::cloudevents::event_router;
-pub use self::http::{Health, MetricsRoute, http_app};
+pub use self::http::{Health, HttpApp, MetricsRoute, http_app};
 pub use self::lambda::handle_lambda_event;
 pub use self::worker::{QueueWorker, Retry};
 
@@ -74,7 +76,10 @@ pub async fn serve_http(info: FunctionInfo, config: &Config, router: axum::Route
             Ok(collector) => collector,
             Err(err) => fail_start(info, "metrics could not start", &err),
         };
-        let app = http_app(info, router, MetricsRoute::Off);
+        // Function URL requests carry Lambda's body type; the app takes axum's.
+        let app = tower::ServiceBuilder::new()
+            .map_request(|request: lambda_http::Request| request.map(axum::body::Body::new))
+            .service(http_app(info, router, MetricsRoute::Off));
         return match metrics_cloudwatch_embedded::lambda::service::run_http(collector, app).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail_start(info, "the Lambda runtime stopped", &err),
@@ -113,16 +118,19 @@ pub async fn serve_events(info: FunctionInfo, config: &Config, handler: Arc<dyn 
     serve_on_port(info, config.port, app).await
 }
 
-async fn serve_on_port(info: FunctionInfo, port: u16, app: axum::Router) -> ExitCode {
+async fn serve_on_port(info: FunctionInfo, port: u16, app: HttpApp) -> ExitCode {
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(err) => fail_start(info, &format!("cannot listen on {addr}"), &err),
     };
     tracing::info!(function = info.name, %addr, "serving");
-    match axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await
+    match axum::serve(
+        listener,
+        ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
     {
         Ok(()) => {
             tracing::info!(function = info.name, "drained; stopping");
