@@ -4,6 +4,8 @@
 //! Repositories (videos, uploads, jobs, nonces, sessions, ownership, audit) are written once over this
 //! trait; DynamoDB and SQLite implement it and pass the same contract suite.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -41,7 +43,9 @@ pub struct Item {
     pub index: Option<(String, String)>,
     /// Unix seconds after which the item is gone for readers (`ttl` in DynamoDB).
     pub expires_at: Option<i64>,
-    pub attrs: Map<String, Value>,
+    /// Shared, so that copies of an item (the local read cache hands out one per read) cost no more
+    /// than its keys; a write through [`Item::set`] copies them first if they are shared.
+    pub attrs: Arc<Map<String, Value>>,
 }
 
 impl Item {
@@ -51,7 +55,7 @@ impl Item {
             sk: sk.into(),
             index: None,
             expires_at: None,
-            attrs: Map::new(),
+            attrs: Arc::new(Map::new()),
         }
     }
 
@@ -63,7 +67,7 @@ impl Item {
     ) -> Result<Self, StoreError> {
         match serde_json::to_value(value).map_err(|e| StoreError::InvalidItem(e.to_string()))? {
             Value::Object(attrs) => Ok(Self {
-                attrs,
+                attrs: Arc::new(attrs),
                 ..Self::new(pk, sk)
             }),
             _ => Err(StoreError::InvalidItem("a record must serialize to an object".into())),
@@ -71,8 +75,13 @@ impl Item {
     }
 
     pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
-        self.attrs.insert(name.to_owned(), value.into());
+        self.set(name, value);
         self
+    }
+
+    /// Sets one attribute.
+    pub fn set(&mut self, name: &str, value: impl Into<Value>) {
+        Arc::make_mut(&mut self.attrs).insert(name.to_owned(), value.into());
     }
 
     pub fn indexed(mut self, gsi1pk: impl Into<String>, gsi1sk: impl Into<String>) -> Self {
@@ -87,7 +96,7 @@ impl Item {
 
     /// The attributes as a typed record.
     pub fn record<T: DeserializeOwned>(&self) -> Result<T, StoreError> {
-        serde_json::from_value(Value::Object(self.attrs.clone())).map_err(|e| StoreError::InvalidItem(e.to_string()))
+        T::deserialize(&*self.attrs).map_err(|e| StoreError::InvalidItem(e.to_string()))
     }
 
     pub fn is_expired(&self, now_unix: i64) -> bool {
@@ -127,7 +136,7 @@ pub enum Condition {
 }
 
 /// Options for a query: an optional sort-key prefix, a page size, a cursor and the order.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Query {
     pub sk_prefix: Option<String>,
     /// At most this many items (1 to 1000; default 100).

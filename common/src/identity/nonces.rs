@@ -68,7 +68,7 @@ impl Nonces {
             return Err(NonceError::Refused(SignInError::NonceUnknown));
         };
         let mut used = issued.clone();
-        used.attrs.insert("state".into(), "used".into());
+        used.set("state", "used");
         match self
             .store
             .put(used, Some(Condition::Equals("state".into(), "issued".into())))

@@ -23,8 +23,18 @@ const PAGES_PER_PARTITION: usize = 16;
 const PAGE_ITEMS: usize = 32;
 
 type ItemKey = (String, String);
+
+/// An [`ItemKey`] to look up without copying its strings; hashes as the tuple does.
+#[derive(Hash)]
+struct ItemKeyRef<'a>(&'a str, &'a str);
+
+impl moka::Equivalent<ItemKey> for ItemKeyRef<'_> {
+    fn equivalent(&self, key: &ItemKey) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
 /// The pages of one partition read so far, by the query that read them.
-type Pages = Arc<Vec<(String, Page)>>;
+type Pages = Arc<Vec<(Query, Page)>>;
 
 pub(crate) struct StoreCache {
     items: moka::future::Cache<ItemKey, Option<Item>>,
@@ -36,10 +46,6 @@ pub(crate) struct StoreCache {
 
 /// The generation a read started at.
 pub(crate) struct ReadTicket(u64);
-
-fn query_key(query: &Query) -> String {
-    format!("{query:?}")
-}
 
 impl StoreCache {
     pub(crate) fn new() -> Self {
@@ -53,7 +59,7 @@ impl StoreCache {
 
     /// The item as last read, if it is known and has not expired since (`Some(None)`: known missing).
     pub(crate) async fn item(&self, pk: &str, sk: &str) -> Option<Option<Item>> {
-        let cached = self.items.get(&(pk.to_owned(), sk.to_owned())).await?;
+        let cached = self.items.get(&ItemKeyRef(pk, sk)).await?;
         let now = now_unix();
         Some(cached.filter(|item| !item.is_expired(now)))
     }
@@ -61,8 +67,7 @@ impl StoreCache {
     /// A page of the partition as last read, without items that expired since.
     pub(crate) async fn page(&self, pk: &str, query: &Query) -> Option<Page> {
         let pages = self.pages.get(pk).await?;
-        let key = query_key(query);
-        let (_, page) = pages.iter().find(|(k, _)| *k == key)?;
+        let (_, page) = pages.iter().find(|(q, _)| q == query)?;
         let now = now_unix();
         let mut page = page.clone();
         page.items.retain(|item| !item.is_expired(now));
@@ -92,15 +97,14 @@ impl StoreCache {
         if !self.unchanged_since(&ticket) {
             return;
         }
-        let key = query_key(query);
-        let mut pages: Vec<(String, Page)> = match self.pages.get(pk).await {
-            Some(pages) => pages.iter().filter(|(k, _)| *k != key).cloned().collect(),
+        let mut pages: Vec<(Query, Page)> = match self.pages.get(pk).await {
+            Some(pages) => pages.iter().filter(|(q, _)| q != query).cloned().collect(),
             None => Vec::new(),
         };
         if pages.len() >= PAGES_PER_PARTITION {
             pages.remove(0);
         }
-        pages.push((key, page.clone()));
+        pages.push((query.clone(), page.clone()));
         self.pages.insert(pk.to_owned(), Arc::new(pages)).await;
     }
 
@@ -118,5 +122,24 @@ impl StoreCache {
             self.items.invalidate(key).await;
             self.pages.invalidate(&key.0).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn kept_items_are_found_by_their_keys_until_written() {
+        let cache = StoreCache::new();
+        let item = Some(Item::new("video#1", "meta").with("title", "one"));
+        cache.keep_item(cache.ticket(), "video#1", "meta", &item).await;
+        cache.keep_item(cache.ticket(), "video#1", "gone", &None).await;
+        assert_eq!(cache.item("video#1", "meta").await, Some(item));
+        assert_eq!(cache.item("video#1", "gone").await, Some(None), "known missing");
+        assert_eq!(cache.item("video#1", "other").await, None, "never read");
+        assert_eq!(cache.item("video#", "1meta").await, None, "keys are not joined");
+        cache.written("video#1", "meta").await;
+        assert_eq!(cache.item("video#1", "meta").await, None);
     }
 }

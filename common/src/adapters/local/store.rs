@@ -54,7 +54,7 @@ fn read_item(row: &Row<'_>) -> rusqlite::Result<Item> {
         sk: row.get(1)?,
         index,
         expires_at: row.get(5)?,
-        attrs,
+        attrs: attrs.into(),
     })
 }
 
@@ -178,7 +178,7 @@ impl LocalStore {
                 let value = value
                     .checked_add(by)
                     .ok_or_else(|| StoreError::InvalidItem(format!("attribute {attr:?} would overflow")))?;
-                item.attrs.insert(attr, value.into());
+                item.set(&attr, value);
                 write(&tx, &item)?;
                 tx.commit()?;
                 Ok(value)
