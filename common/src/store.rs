@@ -4,7 +4,9 @@
 //! Repositories (videos, uploads, jobs, nonces, sessions, ownership, audit) are written once over this
 //! trait; DynamoDB and SQLite implement it and pass the same contract suite.
 
-use std::sync::Arc;
+use std::any::Any;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -45,7 +47,63 @@ pub struct Item {
     pub expires_at: Option<i64>,
     /// Shared, so that copies of an item (the local read cache hands out one per read) cost no more
     /// than its keys; a write through [`Item::set`] copies them first if they are shared.
-    pub attrs: Arc<Map<String, Value>>,
+    pub attrs: Arc<Attributes>,
+}
+
+/// An item's attributes (a JSON object), and the record [`Item::record_shared`] decoded from them, kept
+/// for the next copy of the item that asks. Changing an attribute forgets the record.
+#[derive(Default)]
+pub struct Attributes {
+    map: Map<String, Value>,
+    decoded: OnceLock<Arc<dyn Any + Send + Sync>>,
+}
+
+impl From<Map<String, Value>> for Attributes {
+    fn from(map: Map<String, Value>) -> Self {
+        Self {
+            map,
+            decoded: OnceLock::new(),
+        }
+    }
+}
+
+impl Deref for Attributes {
+    type Target = Map<String, Value>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl DerefMut for Attributes {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.decoded = OnceLock::new();
+        &mut self.map
+    }
+}
+
+impl Clone for Attributes {
+    fn clone(&self) -> Self {
+        self.map.clone().into()
+    }
+}
+
+impl PartialEq for Attributes {
+    fn eq(&self, other: &Self) -> bool {
+        self.map == other.map
+    }
+}
+
+impl std::fmt::Debug for Attributes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.map.fmt(f)
+    }
+}
+
+impl Serialize for Attributes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.map.serialize(serializer)
+    }
 }
 
 impl Item {
@@ -55,7 +113,7 @@ impl Item {
             sk: sk.into(),
             index: None,
             expires_at: None,
-            attrs: Arc::new(Map::new()),
+            attrs: Arc::default(),
         }
     }
 
@@ -67,7 +125,7 @@ impl Item {
     ) -> Result<Self, StoreError> {
         match serde_json::to_value(value).map_err(|e| StoreError::InvalidItem(e.to_string()))? {
             Value::Object(attrs) => Ok(Self {
-                attrs: Arc::new(attrs),
+                attrs: Arc::new(attrs.into()),
                 ..Self::new(pk, sk)
             }),
             _ => Err(StoreError::InvalidItem("a record must serialize to an object".into())),
@@ -96,7 +154,21 @@ impl Item {
 
     /// The attributes as a typed record.
     pub fn record<T: DeserializeOwned>(&self) -> Result<T, StoreError> {
-        T::deserialize(&*self.attrs).map_err(|e| StoreError::InvalidItem(e.to_string()))
+        T::deserialize(&self.attrs.map).map_err(|e| StoreError::InvalidItem(e.to_string()))
+    }
+
+    /// The attributes as a typed record, decoded once for all copies of this item: copies handed out
+    /// by a read cache share it.
+    pub fn record_shared<T: DeserializeOwned + Send + Sync + 'static>(&self) -> Result<Arc<T>, StoreError> {
+        if let Some(decoded) = self.attrs.decoded.get()
+            && let Ok(record) = decoded.clone().downcast::<T>()
+        {
+            return Ok(record);
+        }
+        let record = Arc::new(self.record::<T>()?);
+        // Another type decoded first keeps its place; this one is decoded again next time.
+        let _ = self.attrs.decoded.set(record.clone());
+        Ok(record)
     }
 
     pub fn is_expired(&self, now_unix: i64) -> bool {
@@ -245,5 +317,38 @@ mod tests {
         assert!(matches!(item.validate(), Err(StoreError::InvalidItem(_))));
         assert!(Item::new("a", "b").with("title", "x").validate().is_ok());
         assert!(Item::new("", "b").validate().is_err());
+    }
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct Titled {
+        title: String,
+    }
+
+    #[test]
+    fn shared_records_are_decoded_once_per_version_of_the_attributes() {
+        let item = Item::new("a", "b").with("title", "one");
+        let copy = item.clone();
+        let first = item.record_shared::<Titled>().expect("decodes");
+        let again = copy.record_shared::<Titled>().expect("decodes");
+        assert!(Arc::ptr_eq(&first, &again), "copies share the decoded record");
+        assert_eq!(*first, Titled { title: "one".into() });
+
+        // Another type is decoded on its own, without disturbing the kept one.
+        let plain = item.record_shared::<Map<String, Value>>().expect("decodes");
+        assert_eq!(plain["title"], "one");
+        assert!(Arc::ptr_eq(&first, &item.record_shared::<Titled>().expect("decodes")));
+
+        let mut changed = copy;
+        changed.set("title", "two");
+        assert_eq!(changed.record_shared::<Titled>().expect("decodes").title, "two");
+        assert_eq!(
+            item.record_shared::<Titled>().expect("decodes").title,
+            "one",
+            "the original is unchanged"
+        );
+        assert!(matches!(
+            Item::new("a", "b").record_shared::<Titled>(),
+            Err(StoreError::InvalidItem(_))
+        ));
     }
 }

@@ -295,6 +295,15 @@ impl Videos {
         }
     }
 
+    /// [`Videos::get`] for readers that do not change the record: reads of an unchanged record that
+    /// the local read cache serves decode it once.
+    pub async fn get_shared(&self, id: &VideoId) -> Result<Option<std::sync::Arc<Video>>, StoreError> {
+        match self.store.get(&Self::pk(id), "meta").await? {
+            Some(item) => item.record_shared().map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Creates the record (and lists it under its search terms, if it is ready); fails with
     /// `ConditionFailed` if the id is taken.
     pub async fn create(&self, video: &Video) -> Result<(), StoreError> {

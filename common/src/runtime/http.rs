@@ -321,7 +321,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let response = std::task::ready!(this.inner.poll(cx))?;
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        // The layers outside add about a dozen headers (security, CORS, request id): room for them at once.
+        response.headers_mut().reserve(12);
         let route = response
             .extensions()
             .get::<MatchedPath>()

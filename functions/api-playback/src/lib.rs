@@ -15,12 +15,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, TimeZone, Utc};
 use common::access::{Rule, Verdict};
 use common::blobs::{BlobError, Blobs};
@@ -201,11 +201,11 @@ struct Playback {
 }
 
 /// The video `id` names, once the viewer may play it.
-async fn playable(state: &AppState, id: &str, viewer: Option<&Authenticated>) -> Result<Video, ApiError> {
+async fn playable(state: &AppState, id: &str, viewer: Option<&Authenticated>) -> Result<Arc<Video>, ApiError> {
     let id = VideoId::from_str(id).map_err(|_| ApiError::not_found("no such video"))?;
     let video = state
         .videos
-        .get(&id)
+        .get_shared(&id)
         .await
         .map_err(|e| ApiError::unavailable(&e))?
         .ok_or_else(|| ApiError::not_found("no such video"))?;
@@ -225,22 +225,30 @@ async fn playback(
     viewer: Option<Authenticated>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Playback>, ApiError> {
+) -> Result<Response, ApiError> {
     let video = playable(&state, &id, viewer.as_ref()).await?;
-    let id = video.id;
+    let id = &video.id;
     let expires_at = Utc::now() + chrono::Duration::from_std(state.ttl).unwrap_or(chrono::Duration::minutes(5));
     let base = format!(
         "{}/v1/media/{}/{id}",
         state.base_url(&headers),
-        token(&state.signer, &id, expires_at)
+        token(&state.signer, id, expires_at)
     );
     metrics::counter!("streamgate_playback_grants_total").increment(1);
-    Ok(Json(Playback {
+    let playback = Playback {
         hls: format!("{base}/master.m3u8"),
         dash: format!("{base}/manifest.mpd"),
         hls_encrypted: video.encrypted_hls.then(|| format!("{base}/aes/master.m3u8")),
         expires_at,
-    }))
+    };
+    // Sized for the answer at once (axum's `Json` starts at 128 bytes and grows).
+    let mut body = Vec::with_capacity(4 * base.len() + 256);
+    serde_json::to_writer(&mut body, &playback).map_err(|e| ApiError::internal(&e))?;
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response())
 }
 
 /// `GET /v1/keys/{id}`: the AES-128 key of a video's encrypted HLS stream, to viewers who may play it.

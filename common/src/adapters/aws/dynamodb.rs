@@ -89,7 +89,7 @@ fn from_attributes(mut attributes: Attributes) -> Result<Item, StoreError> {
         sk,
         index,
         expires_at,
-        attrs: attrs.into(),
+        attrs: std::sync::Arc::new(attrs.into()),
     })
 }
 

@@ -54,7 +54,7 @@ fn read_item(row: &Row<'_>) -> rusqlite::Result<Item> {
         sk: row.get(1)?,
         index,
         expires_at: row.get(5)?,
-        attrs: attrs.into(),
+        attrs: std::sync::Arc::new(attrs.into()),
     })
 }
 
