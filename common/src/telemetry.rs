@@ -59,3 +59,48 @@ pub fn cloudwatch_emf(function: &'static str) -> Result<&'static metrics_cloudwa
         .init()
         .map_err(|e| e.to_string())
 }
+
+/// A counter with fixed labels, registered with the global recorder the first time it counts and kept:
+/// for counters on every request, where registering again each time (hashing the name and labels,
+/// looking them up) would cost more than the count. Meant for statics; a recorder installed only for a
+/// thread or a test does not see these counters once they are registered globally.
+pub struct KeptCounter {
+    name: &'static str,
+    labels: &'static [(&'static str, &'static str)],
+    handle: OnceLock<metrics::Counter>,
+}
+
+impl KeptCounter {
+    pub const fn new(name: &'static str, labels: &'static [(&'static str, &'static str)]) -> Self {
+        Self {
+            name,
+            labels,
+            handle: OnceLock::new(),
+        }
+    }
+
+    pub fn increment(&self, by: u64) {
+        self.handle
+            .get_or_init(|| metrics::counter!(self.name, self.labels))
+            .increment(by);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_counters_count_under_their_labels() {
+        static HITS: KeptCounter = KeptCounter::new("streamgate_test_hits_total", &[("from", "memory")]);
+        let handle = prometheus();
+        HITS.increment(2);
+        HITS.increment(1);
+        let text = handle.render();
+        assert!(
+            text.lines()
+                .any(|line| line == r#"streamgate_test_hits_total{from="memory"} 3"#),
+            "{text}"
+        );
+    }
+}

@@ -22,6 +22,13 @@ use tokio::sync::oneshot;
 use super::rpc::{ChainError, RpcChains};
 use crate::access::{Rule, Standard, TokenCondition, Verdict};
 use crate::store::{Item, Store};
+use crate::telemetry::KeptCounter;
+
+/// Where holdings were found (`streamgate_holdings_lookups_total{from}`).
+static FROM_MEMORY: KeptCounter = KeptCounter::new(LOOKUPS, &[("from", "memory")]);
+static FROM_STORE: KeptCounter = KeptCounter::new(LOOKUPS, &[("from", "store")]);
+static FROM_CHAIN: KeptCounter = KeptCounter::new(LOOKUPS, &[("from", "chain")]);
+const LOOKUPS: &str = "streamgate_holdings_lookups_total";
 
 sol! {
     interface IBalance {
@@ -270,7 +277,7 @@ impl Holdings {
 
     async fn holding(&self, key: HoldingKey) -> Result<U256, ChainError> {
         if let Some(holding) = self.cache.get(&key).await {
-            metrics::counter!("streamgate_holdings_lookups_total", "from" => "memory").increment(1);
+            FROM_MEMORY.increment(1);
             return Ok(holding.amount);
         }
         self.cache
@@ -291,7 +298,7 @@ impl Holdings {
                         observed_at: stored.observed_at,
                     };
                     if holding.age() < self.ttl {
-                        metrics::counter!("streamgate_holdings_lookups_total", "from" => "store").increment(1);
+                        FROM_STORE.increment(1);
                         return Ok(holding);
                     }
                 }
@@ -300,7 +307,7 @@ impl Holdings {
             Ok(None) => {}
             Err(err) => tracing::warn!(error = %err, "holdings cache unavailable; reading the chain"),
         }
-        metrics::counter!("streamgate_holdings_lookups_total", "from" => "chain").increment(1);
+        FROM_CHAIN.increment(1);
         let observed_at = chrono::Utc::now().timestamp_millis();
         let answers = join_all(
             key.reads()

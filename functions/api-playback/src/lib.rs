@@ -37,8 +37,13 @@ use common::pipeline::media_prefix;
 use common::platform::Ports;
 use common::problem::ApiError;
 use common::signing::{SignatureError, UrlSigner};
+use common::telemetry::KeptCounter;
 use serde::Serialize;
 use url::Url;
+
+static GRANTS: KeptCounter = KeptCounter::new("streamgate_playback_grants_total", &[]);
+static DENIALS: KeptCounter = KeptCounter::new("streamgate_playback_denials_total", &[]);
+static KEYS_SERVED: KeptCounter = KeptCounter::new("streamgate_playback_keys_total", &[]);
 
 /// What the handlers of `api-playback` use; shared, as axum clones a handler's state for every request.
 #[derive(Clone)]
@@ -167,7 +172,7 @@ async fn authorize(state: &AppState, video: &Video, viewer: Option<&Authenticate
     match state.holdings.evaluate(&rule, &wallets).await {
         Verdict::Granted => Ok(()),
         Verdict::Denied => {
-            metrics::counter!("streamgate_playback_denials_total").increment(1);
+            DENIALS.increment(1);
             Err(ApiError::forbidden(
                 "access_denied",
                 "no wallet linked to this account satisfies the video's access rule",
@@ -234,7 +239,7 @@ async fn playback(
         state.base_url(&headers),
         token(&state.signer, id, expires_at)
     );
-    metrics::counter!("streamgate_playback_grants_total").increment(1);
+    GRANTS.increment(1);
     let playback = Playback {
         hls: format!("{base}/master.m3u8"),
         dash: format!("{base}/manifest.mpd"),
@@ -267,7 +272,7 @@ async fn key(
         false => None,
     };
     let key = key.ok_or_else(|| ApiError::not_found("this video has no encrypted stream"))?;
-    metrics::counter!("streamgate_playback_keys_total").increment(1);
+    KEYS_SERVED.increment(1);
     Ok((
         StatusCode::OK,
         [
