@@ -9,11 +9,12 @@ mod http;
 mod lambda;
 mod worker;
 
-use axum::ServiceExt;
-use axum::extract::Request;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+use axum::ServiceExt;
+use axum::extract::Request;
 
 pub use self::cloudevents::event_router;
 pub use self::http::{Health, HttpApp, MetricsRoute, http_app};
