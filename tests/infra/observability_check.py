@@ -20,13 +20,18 @@ def fail(where: str, message: str) -> None:
 
 
 def exported() -> dict[str, str]:
-    """Metric names the code records, by kind (counter, gauge, histogram)."""
+    """Metric names the code records, by kind (counter, gauge, histogram): through the `metrics` macros,
+    or `KeptCounter`s (counters registered once)."""
     names: dict[str, str] = {}
-    pattern = re.compile(r'(counter|gauge|histogram)!\(\s*"(streamgate_[a-z0-9_]+)"')
+    macros = re.compile(r'(counter|gauge|histogram)!\(\s*"(streamgate_[a-z0-9_]+)"')
+    kept = re.compile(r'KeptCounter::new\(\s*"(streamgate_[a-z0-9_]+)"')
     for directory in ("common/src", "functions", "local/src"):
         for path in (ROOT / directory).rglob("*.rs"):
-            for kind, name in pattern.findall(path.read_text()):
+            text = path.read_text()
+            for kind, name in macros.findall(text):
                 names[name] = kind
+            for name in kept.findall(text):
+                names[name] = "counter"
     return names
 
 

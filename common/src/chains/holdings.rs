@@ -25,10 +25,9 @@ use crate::store::{Item, Store};
 use crate::telemetry::KeptCounter;
 
 /// Where holdings were found (`streamgate_holdings_lookups_total{from}`).
-static FROM_MEMORY: KeptCounter = KeptCounter::new(LOOKUPS, &[("from", "memory")]);
-static FROM_STORE: KeptCounter = KeptCounter::new(LOOKUPS, &[("from", "store")]);
-static FROM_CHAIN: KeptCounter = KeptCounter::new(LOOKUPS, &[("from", "chain")]);
-const LOOKUPS: &str = "streamgate_holdings_lookups_total";
+static FROM_MEMORY: KeptCounter = KeptCounter::new("streamgate_holdings_lookups_total", &[("from", "memory")]);
+static FROM_STORE: KeptCounter = KeptCounter::new("streamgate_holdings_lookups_total", &[("from", "store")]);
+static FROM_CHAIN: KeptCounter = KeptCounter::new("streamgate_holdings_lookups_total", &[("from", "chain")]);
 
 sol! {
     interface IBalance {
