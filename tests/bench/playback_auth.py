@@ -6,12 +6,16 @@ the first playback of each of `--misses` fresh holders, each read from the chain
 `aggregate3` at its usual address, as on the mainnets).
 
     cargo build --release --bin streamgate-local --example hello_axum
-    tests/bench/playback_auth.py [--duration 10] [--connections 32] [--misses 50]
+    tests/bench/playback_auth.py [--duration 10] [--connections 32] [--rounds 3] [--misses 50]
 
 Needs wrk (`apt-get install wrk`) for the peak rates and oha (`cargo install oha`) for latency at a fixed
 rate: half the hello-world's peak, the load at which StreamGate's p99 is quoted. The request each run
 makes is the whole playback call: Bearer session check, video and account records, the rule evaluated
 on the viewer's wallets' cached holdings, and freshly signed URLs.
+
+The peak rates are measured in `--rounds` rounds, the hello-world then playback in each, and the ratio is
+the median of the rounds' ratios: on a small shared machine one server's rate swings by a fifth from run
+to run, which a single pair of runs would report as a change.
 """
 
 import argparse
@@ -83,6 +87,7 @@ def main() -> None:
     parser.add_argument("--oha", default=shutil.which("oha") or "oha")
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--misses", type=int, default=50)
     parser.add_argument("--keep", action="store_true", help="keep the data directory and server logs")
     args = parser.parse_args()
@@ -117,11 +122,18 @@ def main() -> None:
         warm = requests.get(playback, headers=headers, timeout=10)
         assert warm.status_code == 200, warm.text
 
-        print(f"peak, wrk -t2 -c{args.connections} -d{args.duration}s:")
-        hello_rate, hello_p99 = wrk(f"{hello_url}/", {}, args.duration, args.connections)
-        print(f"  axum hello-world       {hello_rate:9.0f} req/s   p99 {hello_p99:6.2f} ms")
-        rate, p99 = wrk(playback, headers, args.duration, args.connections)
-        print(f"  playback (warm cache)  {rate:9.0f} req/s   p99 {p99:6.2f} ms   {rate / hello_rate:.2f}x hello-world")
+        print(f"peak, wrk -t2 -c{args.connections} -d{args.duration}s, {args.rounds} rounds:")
+        peaks = []
+        for number in range(args.rounds):
+            hello_rate, hello_p99 = wrk(f"{hello_url}/", {}, args.duration, args.connections)
+            rate, p99 = wrk(playback, headers, args.duration, args.connections)
+            peaks.append((hello_rate, rate))
+            print(f"  round {number + 1}: axum hello-world {hello_rate:9.0f} req/s (p99 {hello_p99:5.2f} ms), "
+                  f"playback (warm cache) {rate:9.0f} req/s (p99 {p99:5.2f} ms): {rate / hello_rate:.2f}x")
+        hello_rate = statistics.median(h for h, _ in peaks)
+        rate = statistics.median(p for _, p in peaks)
+        ratio = statistics.median(p / h for h, p in peaks)
+        print(f"  medians: hello-world {hello_rate:.0f} req/s, playback {rate:.0f} req/s; ratio {ratio:.2f}x hello-world")
 
         # Latency at fixed rates: half the hello-world's peak (the goal's load), and half of playback's
         # own peak (a load it carries, for a latency that is not queueing).
