@@ -196,10 +196,11 @@ impl LocalBlobs {
         key: &str,
         upload_id: &str,
         part_number: u32,
+        size: Option<u64>,
         body: S,
     ) -> Result<String, BlobError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
         E: std::fmt::Display,
     {
         validate_key(key)?;
@@ -208,12 +209,15 @@ impl LocalBlobs {
                 "part number {part_number} is outside 1 to 10000"
             )));
         }
-        let dir = self.upload_dir(upload_id)?;
-        if read_upload_key(&dir).await?.as_deref() != Some(key) {
-            return Err(BlobError::NoSuchUpload(upload_id.to_owned()));
-        }
-        multipart::Upload::new(dir)
-            .put(part_number, body, &self.inner.tmp, MAX_OBJECT_SIZE)
+        multipart::Upload::new(self.upload_dir(upload_id)?)
+            .put(
+                key.to_owned(),
+                part_number,
+                size,
+                body,
+                &self.inner.tmp,
+                MAX_OBJECT_SIZE,
+            )
             .await
     }
 
@@ -423,10 +427,12 @@ impl Blobs for LocalBlobs {
         part_number: u32,
         body: Bytes,
     ) -> Result<String, BlobError> {
+        let size = Some(body.len() as u64);
         self.put_part_stream(
             key,
             upload_id,
             part_number,
+            size,
             futures::stream::iter([Ok::<_, std::convert::Infallible>(body)]),
         )
         .await
@@ -460,7 +466,7 @@ impl Blobs for LocalBlobs {
                 None => Some((Err(wrong("shorter")), (body, seen, true))),
             }
         });
-        self.put_part_stream(key, upload_id, part_number, Box::pin(checked))
+        self.put_part_stream(key, upload_id, part_number, Some(len), Box::pin(checked))
             .await
     }
 
@@ -661,9 +667,13 @@ async fn put_object(
 ) -> Result<Response, ApiError> {
     let blobs = bucket(&buckets, &bucket_name)?;
     verify(blobs, &Method::PUT, &key, &query)?;
+    let size = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     let body = request.into_body().into_data_stream();
     let etag = match (query.part_number, &query.upload_id) {
-        (Some(part), Some(upload_id)) => blobs.put_part_stream(&key, upload_id, part, body).await?,
+        (Some(part), Some(upload_id)) => blobs.put_part_stream(&key, upload_id, part, size, body).await?,
         _ => blobs.put_stream(&key, body).await?.etag,
     };
     let etag = HeaderValue::from_str(&etag).map_err(|e| ApiError::internal(&e))?;

@@ -11,18 +11,16 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use tokio::runtime::Handle;
 
 use crate::blobs::{BlobError, CompletedPart};
 
 const ASSEMBLY: &str = "assembly";
 const INDEX: &str = "assembly.idx";
 const LOCK: &str = "assembly.lock";
-/// Writes to disk go in pieces of about this size.
-const WRITE_SIZE: usize = 1024 * 1024;
 
 /// One multipart upload's directory.
 pub(super) struct Upload {
@@ -45,58 +43,64 @@ pub(super) enum Joined {
     Temp(tempfile::TempPath),
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> Result<T, BlobError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(BlobError::backend)?
-        .map_err(BlobError::backend)
-}
-
-/// Writes `body` to `file` from `offset` on; returns the bytes written.
-async fn write_stream<S, E>(file: Arc<File>, mut offset: u64, max: u64, mut body: S) -> Result<u64, BlobError>
+/// Writes `body` to `file` from `offset` on, waiting for each chunk on this (blocking) thread; returns
+/// the bytes written.
+fn write_chunks<S, E>(handle: &Handle, file: &File, offset: u64, max: u64, body: &mut S) -> Result<u64, BlobError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let start = offset;
-    let mut pending: Vec<Bytes> = Vec::new();
-    let mut pending_len = 0usize;
-    loop {
-        let next = body.next().await;
-        let done = next.is_none();
-        if let Some(chunk) = next {
-            let chunk = chunk.map_err(|e| BlobError::Backend(format!("reading the body failed: {e}")))?;
-            if offset - start + (pending_len + chunk.len()) as u64 > max {
-                return Err(BlobError::InvalidParts(format!(
-                    "an object or part may hold at most {max} bytes"
-                )));
-            }
-            pending_len += chunk.len();
-            pending.push(chunk);
+    let mut position = offset;
+    while let Some(chunk) = handle.block_on(body.next()) {
+        let chunk = chunk.map_err(|e| BlobError::Backend(format!("reading the body failed: {e}")))?;
+        if position - offset + chunk.len() as u64 > max {
+            return Err(BlobError::InvalidParts(format!(
+                "an object or part may hold at most {max} bytes"
+            )));
         }
-        if pending_len >= WRITE_SIZE || (done && pending_len > 0) {
-            let pieces = std::mem::take(&mut pending);
-            let len = pending_len as u64;
-            pending_len = 0;
-            let file = file.clone();
-            let at = offset;
-            blocking(move || {
-                let mut position = at;
-                for piece in &pieces {
-                    file.write_all_at(piece, position)?;
-                    position += piece.len() as u64;
-                }
-                Ok(())
-            })
-            .await?;
-            offset += len;
-        }
-        if done {
-            return Ok(offset - start);
-        }
+        file.write_all_at(&chunk, position).map_err(BlobError::backend)?;
+        position += chunk.len() as u64;
     }
+    Ok(position - offset)
+}
+
+/// Writes a part of `size` bytes, when known, from `offset` on: its blocks are allocated at once, so that
+/// each write only copies (a third less work than allocating as it writes). The file ends where the
+/// written bytes do.
+fn write_part<S, E>(
+    handle: &Handle,
+    file: &File,
+    offset: u64,
+    size: Option<u64>,
+    max: u64,
+    body: &mut S,
+) -> Result<u64, BlobError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let allocated = size.filter(|&size| size > 0 && size <= MAX_ALLOCATION && allocate(file, offset, size));
+    let written = write_chunks(handle, file, offset, max, body)?;
+    if allocated.is_some_and(|size| size != written) {
+        file.set_len(offset + written).map_err(BlobError::backend)?;
+    }
+    Ok(written)
+}
+
+/// Parts larger than this are allocated as they are written: a client's claimed size alone does not
+/// reserve more disk.
+const MAX_ALLOCATION: u64 = 64 * 1024 * 1024;
+
+/// Allocates `size` bytes from `offset` on (the file grows to hold them); false where the file system
+/// cannot, which then allocates as it writes.
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, offset: u64, size: u64) -> bool {
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset, size).is_ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allocate(_: &File, _: u64, _: u64) -> bool {
+    false
 }
 
 impl Upload {
@@ -108,79 +112,60 @@ impl Upload {
         self.dir.join(format!("{number:05}.part"))
     }
 
-    /// Stores part `number` and returns its ETag: appended to the assembly when it is the next part and
-    /// no other part is being appended, else as a file of its own (staged in `tmp`).
-    pub(super) async fn put<S, E>(&self, number: u32, body: S, tmp: &Path, max: u64) -> Result<String, BlobError>
+    /// Stores part `number` of the upload of `key` and returns its ETag: appended to the assembly when it
+    /// is the next part and no other part is being appended, else as a file of its own (staged in `tmp`).
+    ///
+    /// The part is written on one blocking thread that waits for the body's chunks itself, so a chunk
+    /// goes to disk as soon as it arrives, without a hand-over to the blocking pool for every write. A
+    /// part of known `size` gets its blocks allocated at once, before its bytes arrive.
+    pub(super) async fn put<S, E>(
+        &self,
+        key: String,
+        number: u32,
+        size: Option<u64>,
+        body: S,
+        tmp: &Path,
+        max: u64,
+    ) -> Result<String, BlobError>
     where
-        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
         E: std::fmt::Display,
     {
-        let etag = format!("\"{}\"", uuid::Uuid::new_v4().simple());
+        let etag = uuid::Uuid::new_v4().simple().to_string();
         let dir = self.dir.clone();
         let separate = self.part_path(number);
-        // Take the assembly if it is free and this is its next part.
-        let appending = blocking(move || {
-            let lock = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dir.join(LOCK))?;
-            if lock.try_lock().is_err() {
-                return Ok(None);
-            }
-            let entries = read_index(&dir)?;
-            if number as usize != entries.len() + 1 {
-                return Ok(None);
-            }
-            match std::fs::remove_file(&separate) {
-                Ok(()) => {}
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
-            }
-            let end = entries.last().map_or(0, |e| e.start + e.len);
-            let assembly = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dir.join(ASSEMBLY))?;
-            // Bytes past the last indexed part belong to an append that did not finish.
-            assembly.set_len(end)?;
-            Ok(Some((lock, Arc::new(assembly), end)))
-        })
-        .await?;
-
-        if let Some((lock, assembly, end)) = appending {
-            let written = write_stream(assembly.clone(), end, max, body).await;
-            let dir = self.dir.clone();
-            let line = written
-                .as_ref()
-                .map(|len| format!("{number} {end} {len} {}\n", etag.trim_matches('"')))
-                .ok();
-            blocking(move || {
-                match line {
-                    Some(line) => append_index(&dir, &line)?,
-                    None => assembly.set_len(end)?,
-                }
-                drop(lock);
-                Ok(())
-            })
-            .await?;
-            written?;
-            return Ok(etag);
-        }
-
-        let temp = tempfile::NamedTempFile::new_in(tmp).map_err(BlobError::backend)?;
-        let (file, temp) = temp.into_parts();
-        write_stream(Arc::new(file), 0, max, body).await?;
-        let part = self.part_path(number);
-        let sidecar = super::blobs::sidecar(&part);
+        let tmp = tmp.to_owned();
+        let handle = Handle::current();
         let tag = etag.clone();
-        blocking(move || {
-            temp.persist(&part).map_err(|e| e.error)?;
-            std::fs::write(sidecar, tag)
+        tokio::task::spawn_blocking(move || {
+            let mut body = body;
+            if read_key(&dir)?.as_deref() != Some(key.as_str()) {
+                let id = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                return Err(BlobError::NoSuchUpload(id));
+            }
+            if let Some((lock, assembly, end)) = take_assembly(&dir, number, &separate).map_err(BlobError::backend)? {
+                let written = write_part(&handle, &assembly, end, size, max, &mut body);
+                match &written {
+                    Ok(len) => append_index(&dir, &format!("{number} {end} {len} {tag}\n")),
+                    // Bytes past the last indexed part are dropped, now or by the next append.
+                    Err(_) => assembly.set_len(end),
+                }
+                .map_err(BlobError::backend)?;
+                drop(lock);
+                return written.map(|_| ());
+            }
+            let temp = tempfile::NamedTempFile::new_in(&tmp).map_err(BlobError::backend)?;
+            let (file, temp) = temp.into_parts();
+            write_part(&handle, &file, 0, size, max, &mut body)?;
+            temp.persist(&separate).map_err(|e| BlobError::backend(e.error))?;
+            std::fs::write(super::blobs::sidecar(&separate), format!("\"{tag}\"")).map_err(BlobError::backend)
         })
-        .await?;
-        Ok(etag)
+        .await
+        .map_err(BlobError::backend)??;
+        Ok(format!("\"{etag}\""))
     }
 
     /// Checks `parts` against what was uploaded and joins them; returns where the object's bytes are and
@@ -352,7 +337,116 @@ fn read_index(dir: &Path) -> std::io::Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// The object key the upload was started for; `None` once it is gone.
+fn read_key(dir: &Path) -> Result<Option<String>, BlobError> {
+    match std::fs::read_to_string(dir.join("key")) {
+        Ok(key) => Ok(Some(key)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(BlobError::backend(err)),
+    }
+}
+
+/// The assembly, locked, and where part `number` starts in it, when the part is its next one and no
+/// other part is being appended. A separate file of the part from an earlier try is removed.
+fn take_assembly(dir: &Path, number: u32, separate: &Path) -> std::io::Result<Option<(File, File, u64)>> {
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK))?;
+    if lock.try_lock().is_err() {
+        return Ok(None);
+    }
+    let entries = read_index(dir)?;
+    if number as usize != entries.len() + 1 {
+        return Ok(None);
+    }
+    match std::fs::remove_file(separate) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err),
+    }
+    let end = entries.last().map_or(0, |e| e.start + e.len);
+    let assembly = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(ASSEMBLY))?;
+    // Bytes past the last indexed part belong to an append that did not finish.
+    assembly.set_len(end)?;
+    Ok(Some((lock, assembly, end)))
+}
+
 fn append_index(dir: &Path, line: &str) -> std::io::Result<()> {
     let mut index = OpenOptions::new().create(true).append(true).open(dir.join(INDEX))?;
     index.write_all(line.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+
+    use super::{Joined, Upload};
+    use crate::blobs::CompletedPart;
+
+    fn body(bytes: &[u8]) -> futures::stream::Iter<std::array::IntoIter<Result<Bytes, Infallible>, 1>> {
+        futures::stream::iter([Ok(Bytes::copy_from_slice(bytes))])
+    }
+
+    #[tokio::test]
+    async fn parts_shorter_than_announced_end_where_their_bytes_do() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("upload");
+        std::fs::create_dir(&dir).expect("dir");
+        std::fs::write(dir.join("key"), "k").expect("key");
+        let upload = Upload::new(dir.clone());
+        // Appended to the assembly, then a separate part (out of order), each announced longer.
+        let first = upload
+            .put("k".into(), 1, Some(100), body(&[1; 60]), tmp.path(), 1 << 20)
+            .await
+            .expect("part 1");
+        let third = upload
+            .put("k".into(), 3, Some(50), body(&[3; 5]), tmp.path(), 1 << 20)
+            .await
+            .expect("part 3");
+        let second = upload
+            .put("k".into(), 2, Some(8), body(&[2; 8]), tmp.path(), 1 << 20)
+            .await
+            .expect("part 2");
+        assert_eq!(std::fs::metadata(dir.join("00003.part")).expect("part 3").len(), 5);
+
+        let parts =
+            [(1, first), (2, second), (3, third)].map(|(part_number, etag)| CompletedPart { part_number, etag });
+        assert_eq!(
+            std::fs::read(dir.join("assembly")).expect("assembly"),
+            [[1; 60].as_slice(), &[2; 8]].concat()
+        );
+        let (joined, size) = upload
+            .join(parts.to_vec(), tmp.path().to_owned(), 0, false)
+            .await
+            .expect("join");
+        assert_eq!(size, 73);
+        let Joined::Temp(path) = joined else {
+            panic!("a separate part is joined into a new file");
+        };
+        let object = std::fs::read(&path).expect("object");
+        assert_eq!(object, [[1; 60].as_slice(), &[2; 8], &[3; 5]].concat());
+    }
+
+    #[tokio::test]
+    async fn a_part_for_another_key_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("upload");
+        std::fs::create_dir(&dir).expect("dir");
+        std::fs::write(dir.join("key"), "k").expect("key");
+        let refused = Upload::new(dir)
+            .put("other".into(), 1, None, body(b"x"), tmp.path(), 1 << 20)
+            .await;
+        assert!(
+            matches!(refused, Err(crate::blobs::BlobError::NoSuchUpload(_))),
+            "{refused:?}"
+        );
+    }
 }
