@@ -22,3 +22,10 @@ pub mod signing;
 pub mod store;
 pub mod telemetry;
 pub mod uploads;
+
+/// Every StreamGate binary allocates with mimalloc rather than the system allocator: request handling
+/// allocates and frees many small values, and an upload many large buffers, which glibc's allocator
+/// hands back to the kernel and faults in again. `tests/bench/playback_auth.py` and
+/// `tests/bench/tus_upload.py` measure the difference.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
