@@ -83,8 +83,15 @@ impl Rule {
     /// The rule `access` describes, checked against the chains this installation can read.
     pub fn parse(access: &Value, chains: &Chains) -> Result<Self, AccessFault> {
         let mut conditions = 0;
-        let rule = parse_at(access, "access", 1, chains, &mut conditions)?;
-        Ok(rule)
+        parse_at(access, "access", 1, (chains, Checksums::Check), &mut conditions)
+    }
+
+    /// A rule as stored: it was parsed when it was written, and stored in canonical form, so its
+    /// contract addresses are read without checking their EIP-55 checksums again (a hash each). Its
+    /// chains are checked again: they are this installation's, which may have changed since.
+    pub fn parse_stored(access: &Value, chains: &Chains) -> Result<Self, AccessFault> {
+        let mut conditions = 0;
+        parse_at(access, "access", 1, (chains, Checksums::Trust), &mut conditions)
     }
 
     /// The public rule, for videos given none.
@@ -184,11 +191,18 @@ fn fault(path: &str, problem: impl Into<String>) -> AccessFault {
     }
 }
 
+/// Whether contract addresses must carry their EIP-55 checksum.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checksums {
+    Check,
+    Trust,
+}
+
 fn parse_at(
     value: &Value,
     path: &str,
     depth: usize,
-    chains: &Chains,
+    context: (&Chains, Checksums),
     conditions: &mut usize,
 ) -> Result<Rule, AccessFault> {
     let Some(object) = value.as_object() else {
@@ -214,7 +228,7 @@ fn parse_at(
         let mut parsed = Vec::with_capacity(rules.len());
         for (i, rule) in rules.iter().enumerate() {
             let at = format!("{path}.{combinator}[{i}]");
-            let rule = parse_at(rule, &at, depth + 1, chains, conditions)?;
+            let rule = parse_at(rule, &at, depth + 1, context, conditions)?;
             if rule.is_public() {
                 return Err(fault(
                     &at,
@@ -244,7 +258,7 @@ fn parse_at(
                     format!("a rule has at most {MAX_CONDITIONS} token conditions"),
                 ));
             }
-            parse_token(object, path, chains).map(Rule::Token)
+            parse_token(object, path, context).map(Rule::Token)
         }
         _ => Err(fault(
             path,
@@ -253,7 +267,11 @@ fn parse_at(
     }
 }
 
-fn parse_token(object: &Map<String, Value>, path: &str, chains: &Chains) -> Result<TokenCondition, AccessFault> {
+fn parse_token(
+    object: &Map<String, Value>,
+    path: &str,
+    (chains, checksums): (&Chains, Checksums),
+) -> Result<TokenCondition, AccessFault> {
     const FIELDS: [&str; 6] = ["type", "chainId", "contract", "standard", "tokenIds", "minBalance"];
     if let Some(other) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(fault(&format!("{path}.{other}"), "not a field of a token rule"));
@@ -285,7 +303,11 @@ fn parse_token(object: &Map<String, Value>, path: &str, chains: &Chains) -> Resu
         .get("contract")
         .and_then(Value::as_str)
         .ok_or_else(|| fault(&at("contract"), "a contract address is required"))?;
-    let contract = Address::parse_checksummed(text, None).map_err(|_| match Address::from_str(text) {
+    let contract = match checksums {
+        Checksums::Check => Address::parse_checksummed(text, None),
+        Checksums::Trust => Address::from_str(text).map_err(Into::into),
+    }
+    .map_err(|_| match Address::from_str(text) {
         Ok(address) => fault(
             &at("contract"),
             format!(
@@ -393,6 +415,21 @@ mod tests {
             rule.extend(extra.clone());
         }
         rule
+    }
+
+    #[test]
+    fn stored_rules_skip_the_checksum_but_not_the_chain_check() {
+        let stored = parse(token(json!({}))).expect("valid").to_json();
+        assert_eq!(Rule::parse_stored(&stored, &chains()), parse(stored.clone()));
+        // Only a rule checked on write could have been stored; its addresses are read as they are.
+        let lower = token(json!({"contract": NFT.to_lowercase()}));
+        assert!(parse(lower.clone()).is_err());
+        assert_eq!(Rule::parse_stored(&lower, &chains()), parse(token(json!({}))));
+        // This installation may have lost the chain since.
+        let elsewhere = token(json!({"chainId": 10}));
+        let fault = Rule::parse_stored(&elsewhere, &chains()).expect_err("unknown chain");
+        assert_eq!(fault.path, "access.chainId");
+        assert!(Rule::parse_stored(&token(json!({"contract": "0x12"})), &chains()).is_err());
     }
 
     #[test]

@@ -46,7 +46,12 @@ pub struct Accounts {
 }
 
 fn wallet_pk(address: &Address) -> String {
-    format!("wallet#{}", address.to_checksum(None))
+    wallet_key(&address.to_checksum(None))
+}
+
+/// The key of a wallet's link, by the wallet's checksummed address.
+fn wallet_key(checksummed: &str) -> String {
+    format!("wallet#{checksummed}")
 }
 
 fn account_pk(account: &AccountId) -> String {
@@ -60,8 +65,25 @@ impl Accounts {
 
     /// The account `address` belongs to, if any.
     pub async fn account_of(&self, address: &Address) -> Result<Option<AccountId>, StoreError> {
-        match self.store.get(&wallet_pk(address), "link").await? {
-            Some(item) => Ok(Some(item.record::<WalletLink>()?.account)),
+        self.linked_account(&wallet_pk(address)).await
+    }
+
+    /// The account of a wallet written as text, as records keep them: text in the EIP-55 form links
+    /// write is found without computing the checksum again; other text that is an address is looked up
+    /// in that form; text that is no address has no account.
+    pub async fn account_of_text(&self, address: &str) -> Result<Option<AccountId>, StoreError> {
+        if let Some(account) = self.linked_account(&wallet_key(address)).await? {
+            return Ok(Some(account));
+        }
+        match address.parse::<Address>() {
+            Ok(parsed) if parsed.to_checksum(None) != address => self.account_of(&parsed).await,
+            _ => Ok(None),
+        }
+    }
+
+    async fn linked_account(&self, pk: &str) -> Result<Option<AccountId>, StoreError> {
+        match self.store.get(pk, "link").await? {
+            Some(item) => Ok(Some(item.record_shared::<WalletLink>()?.account.clone())),
             None => Ok(None),
         }
     }
@@ -125,7 +147,7 @@ impl Accounts {
         page.items
             .iter()
             .map(|item| {
-                let link: WalletLink = item.record()?;
+                let link = item.record_shared::<WalletLink>()?;
                 link.address
                     .parse()
                     .map_err(|_| StoreError::InvalidItem("a stored address does not parse".into()))
@@ -150,5 +172,32 @@ impl Accounts {
             Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
             Err(other) => Err(other.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::local::{LocalDb, LocalStore};
+
+    #[tokio::test]
+    async fn a_wallet_written_as_text_finds_its_account_in_any_case() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let accounts = Accounts::new(Arc::new(LocalStore::new(
+            LocalDb::open(&dir.path().join("db")).expect("db"),
+        )));
+        let wallet: Address = "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A".parse().expect("address");
+        let account = accounts.sign_in(&wallet).await.expect("sign in");
+
+        let checksummed = wallet.to_checksum(None);
+        assert_eq!(
+            accounts.account_of_text(&checksummed).await.expect("read"),
+            Some(account.clone())
+        );
+        let lower = checksummed.to_lowercase();
+        assert_eq!(accounts.account_of_text(&lower).await.expect("read"), Some(account));
+        let stranger = "0x0000000000000000000000000000000000000001";
+        assert_eq!(accounts.account_of_text(stranger).await.expect("read"), None);
+        assert_eq!(accounts.account_of_text("not an address").await.expect("read"), None);
     }
 }

@@ -184,7 +184,7 @@ impl SignIn {
 /// The session of a request's `Authorization: Bearer` token; refuses the request with a 401 problem
 /// when it is missing, invalid, expired or revoked.
 #[derive(Debug, Clone)]
-pub struct Authenticated(pub Session);
+pub struct Authenticated(pub Arc<Session>);
 
 impl<S> FromRequestParts<S> for Authenticated
 where

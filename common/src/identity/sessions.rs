@@ -114,7 +114,14 @@ pub struct Sessions {
     /// Sessions whose token signature was checked, by the SHA-256 of the token, until the token expires:
     /// a signature that held once holds until then, so it is checked once per process. Revocation is
     /// still asked of the store on every call.
-    verified: moka::future::Cache<[u8; 32], Session>,
+    verified: moka::future::Cache<[u8; 32], Verified>,
+}
+
+/// A session whose token's signature held, with the key of its revocation item.
+#[derive(Clone)]
+struct Verified {
+    session: Arc<Session>,
+    revoked_pk: Arc<str>,
 }
 
 /// Tokens whose signature is remembered at once.
@@ -123,14 +130,14 @@ const VERIFIED_CAPACITY: u64 = 100_000;
 /// Entries leave [`Sessions::verified`] when their session expires.
 struct UntilExpiry;
 
-impl moka::Expiry<[u8; 32], Session> for UntilExpiry {
+impl moka::Expiry<[u8; 32], Verified> for UntilExpiry {
     fn expire_after_create(
         &self,
         _: &[u8; 32],
-        session: &Session,
+        verified: &Verified,
         _: std::time::Instant,
     ) -> Option<std::time::Duration> {
-        Some((session.expires_at - Utc::now()).to_std().unwrap_or_default())
+        Some((verified.session.expires_at - Utc::now()).to_std().unwrap_or_default())
     }
 }
 
@@ -183,23 +190,27 @@ impl Sessions {
     }
 
     /// Checks a token's signature (current or previous key), expiry and revocation.
-    pub async fn verify(&self, token: &str) -> Result<Session, SessionError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<Session>, SessionError> {
         if token.len() > 4096 {
             return Err(SessionError::Invalid);
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let session = match self.verified.get(&digest).await {
-            Some(session) if session.expires_at > Utc::now() => session,
+        let verified = match self.verified.get(&digest).await {
+            Some(verified) if verified.session.expires_at > Utc::now() => verified,
             _ => {
                 let session = self.check_signature(token)?;
-                self.verified.insert(digest, session.clone()).await;
-                session
+                let verified = Verified {
+                    revoked_pk: revoked_pk(&session.id).into(),
+                    session: Arc::new(session),
+                };
+                self.verified.insert(digest, verified.clone()).await;
+                verified
             }
         };
-        if self.store.get(&revoked_pk(&session.id), "revoked").await?.is_some() {
+        if self.store.get(&verified.revoked_pk, "revoked").await?.is_some() {
             return Err(SessionError::Revoked);
         }
-        Ok(session)
+        Ok(verified.session)
     }
 
     /// The session a token signed by one of the keys describes, if it has not expired.
@@ -294,7 +305,7 @@ mod tests {
             .verify(&token)
             .await
             .expect("the previous key still verifies");
-        assert_eq!((session.account, session.address), (account, address()));
+        assert_eq!((session.account.clone(), session.address), (account, address()));
         assert!(matches!(
             sessions(&newer, Some(&new)).verify(&token).await,
             Err(SessionError::Invalid)

@@ -148,19 +148,15 @@ async fn authorize(state: &AppState, video: &Video, viewer: Option<&Authenticate
             "this video is gated: sign in with a wallet that satisfies its access rule",
         ));
     };
-    let owner = video.owner.parse().ok();
-    let account = match owner {
-        Some(owner) => state
-            .accounts
-            .account_of(&owner)
-            .await
-            .map_err(|e| ApiError::unavailable(&e))?,
-        None => None,
-    };
+    let account = state
+        .accounts
+        .account_of_text(&video.owner)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
     if account.as_ref() == Some(viewer.account()) {
         return Ok(());
     }
-    let rule = Rule::parse(&video.access, &state.chains).map_err(|fault| {
+    let rule = Rule::parse_stored(&video.access, &state.chains).map_err(|fault| {
         tracing::error!(video = %video.id, %fault, "a stored access rule no longer holds here");
         chain_unavailable()
     })?;

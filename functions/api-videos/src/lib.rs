@@ -315,9 +315,6 @@ async fn delete_objects(blobs: &dyn Blobs, prefix: &str) -> Result<(), ApiError>
 /// Whether the viewer's account is the one `owner` (a wallet address) belongs to: any wallet linked to
 /// the account counts, not only the one that uploaded.
 async fn owns(accounts: &Accounts, viewer: &Authenticated, owner: &str) -> Result<bool, ApiError> {
-    let Ok(owner) = owner.parse() else {
-        return Ok(false);
-    };
-    let account = accounts.account_of(&owner).await.map_err(store_error)?;
+    let account = accounts.account_of_text(owner).await.map_err(store_error)?;
     Ok(account.as_ref() == Some(viewer.account()))
 }
