@@ -111,10 +111,10 @@ pub struct Sessions {
     keys: SessionKeys,
     store: Arc<dyn Store>,
     ttl: Duration,
-    /// Sessions whose token signature was checked, by the SHA-256 of the token, until the token expires:
-    /// a signature that held once holds until then, so it is checked once per process. Revocation is
-    /// still asked of the store on every call.
-    verified: moka::future::Cache<[u8; 32], Verified>,
+    /// Sessions whose token signature was checked, by the SHA-256 of the token: a signature that held
+    /// once holds until the token expires, so it is checked once per process (an expired entry is
+    /// checked again, and refused). Revocation is still asked of the store on every call.
+    verified: Arc<quick_cache::sync::Cache<[u8; 32], Verified>>,
 }
 
 /// A session whose token's signature held, with the key of its revocation item.
@@ -125,21 +125,7 @@ struct Verified {
 }
 
 /// Tokens whose signature is remembered at once.
-const VERIFIED_CAPACITY: u64 = 100_000;
-
-/// Entries leave [`Sessions::verified`] when their session expires.
-struct UntilExpiry;
-
-impl moka::Expiry<[u8; 32], Verified> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _: &[u8; 32],
-        verified: &Verified,
-        _: std::time::Instant,
-    ) -> Option<std::time::Duration> {
-        Some((verified.session.expires_at - Utc::now()).to_std().unwrap_or_default())
-    }
-}
+const VERIFIED_CAPACITY: usize = 100_000;
 
 fn revoked_pk(id: &str) -> String {
     format!("revoked#{id}")
@@ -147,10 +133,7 @@ fn revoked_pk(id: &str) -> String {
 
 impl Sessions {
     pub fn new(keys: SessionKeys, store: Arc<dyn Store>, ttl: Duration) -> Self {
-        let verified = moka::future::Cache::builder()
-            .max_capacity(VERIFIED_CAPACITY)
-            .expire_after(UntilExpiry)
-            .build();
+        let verified = Arc::new(quick_cache::sync::Cache::new(VERIFIED_CAPACITY));
         Self {
             keys,
             store,
@@ -195,7 +178,7 @@ impl Sessions {
             return Err(SessionError::Invalid);
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let verified = match self.verified.get(&digest).await {
+        let verified = match self.verified.get(&digest) {
             Some(verified) if verified.session.expires_at > Utc::now() => verified,
             _ => {
                 let session = self.check_signature(token)?;
@@ -203,7 +186,7 @@ impl Sessions {
                     revoked_pk: revoked_pk(&session.id).into(),
                     session: Arc::new(session),
                 };
-                self.verified.insert(digest, verified.clone()).await;
+                self.verified.insert(digest, verified.clone());
                 verified
             }
         };

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::store::{Item, Page, Query, now_unix};
 
 /// Items (found or known to be missing) kept at once.
-const ITEMS: u64 = 50_000;
+const ITEMS: usize = 50_000;
 /// Partitions whose pages are kept at once.
-const PARTITIONS: u64 = 10_000;
+const PARTITIONS: usize = 10_000;
 /// Pages kept per partition (the latest read).
 const PAGES_PER_PARTITION: usize = 16;
 /// Pages of more items are not kept: copying one out of the cache costs about what reading it does.
@@ -28,7 +28,7 @@ type ItemKey = (String, String);
 #[derive(Hash)]
 struct ItemKeyRef<'a>(&'a str, &'a str);
 
-impl moka::Equivalent<ItemKey> for ItemKeyRef<'_> {
+impl quick_cache::Equivalent<ItemKey> for ItemKeyRef<'_> {
     fn equivalent(&self, key: &ItemKey) -> bool {
         self.0 == key.0 && self.1 == key.1
     }
@@ -36,9 +36,11 @@ impl moka::Equivalent<ItemKey> for ItemKeyRef<'_> {
 /// The pages of one partition read so far, by the query that read them.
 type Pages = Arc<Vec<(Query, Page)>>;
 
+/// The caches are quick_cache's: a lookup is a hash and a shard's read lock, with no bookkeeping queued
+/// for later, which matters at several lookups per request.
 pub(crate) struct StoreCache {
-    items: moka::future::Cache<ItemKey, Option<Item>>,
-    pages: moka::future::Cache<String, Pages>,
+    items: quick_cache::sync::Cache<ItemKey, Option<Item>>,
+    pages: quick_cache::sync::Cache<String, Pages>,
     generation: AtomicU64,
     /// Held while a reader checks the generation and caches, and while a writer bumps and drops.
     gate: tokio::sync::Mutex<()>,
@@ -50,8 +52,8 @@ pub(crate) struct ReadTicket(u64);
 impl StoreCache {
     pub(crate) fn new() -> Self {
         Self {
-            items: moka::future::Cache::new(ITEMS),
-            pages: moka::future::Cache::new(PARTITIONS),
+            items: quick_cache::sync::Cache::new(ITEMS),
+            pages: quick_cache::sync::Cache::new(PARTITIONS),
             generation: AtomicU64::new(0),
             gate: tokio::sync::Mutex::new(()),
         }
@@ -59,14 +61,14 @@ impl StoreCache {
 
     /// The item as last read, if it is known and has not expired since (`Some(None)`: known missing).
     pub(crate) async fn item(&self, pk: &str, sk: &str) -> Option<Option<Item>> {
-        let cached = self.items.get(&ItemKeyRef(pk, sk)).await?;
+        let cached = self.items.get(&ItemKeyRef(pk, sk))?;
         let now = now_unix();
         Some(cached.filter(|item| !item.is_expired(now)))
     }
 
     /// A page of the partition as last read, without items that expired since.
     pub(crate) async fn page(&self, pk: &str, query: &Query) -> Option<Page> {
-        let pages = self.pages.get(pk).await?;
+        let pages = self.pages.get(pk)?;
         let (_, page) = pages.iter().find(|(q, _)| q == query)?;
         let now = now_unix();
         let mut page = page.clone();
@@ -85,7 +87,7 @@ impl StoreCache {
     pub(crate) async fn keep_item(&self, ticket: ReadTicket, pk: &str, sk: &str, item: &Option<Item>) {
         let _gate = self.gate.lock().await;
         if self.unchanged_since(&ticket) {
-            self.items.insert((pk.to_owned(), sk.to_owned()), item.clone()).await;
+            self.items.insert((pk.to_owned(), sk.to_owned()), item.clone());
         }
     }
 
@@ -97,7 +99,7 @@ impl StoreCache {
         if !self.unchanged_since(&ticket) {
             return;
         }
-        let mut pages: Vec<(Query, Page)> = match self.pages.get(pk).await {
+        let mut pages: Vec<(Query, Page)> = match self.pages.get(pk) {
             Some(pages) => pages.iter().filter(|(q, _)| q != query).cloned().collect(),
             None => Vec::new(),
         };
@@ -105,7 +107,7 @@ impl StoreCache {
             pages.remove(0);
         }
         pages.push((query.clone(), page.clone()));
-        self.pages.insert(pk.to_owned(), Arc::new(pages)).await;
+        self.pages.insert(pk.to_owned(), Arc::new(pages));
     }
 
     /// Called once a write of `pk`/`sk` is committed (or failed), before it returns: reads under way will
@@ -119,8 +121,8 @@ impl StoreCache {
         let _gate = self.gate.lock().await;
         self.generation.fetch_add(1, Ordering::AcqRel);
         for key in keys {
-            self.items.invalidate(key).await;
-            self.pages.invalidate(&key.0).await;
+            self.items.remove(key);
+            self.pages.remove(key.0.as_str());
         }
     }
 }
