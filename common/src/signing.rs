@@ -23,7 +23,8 @@ pub enum SignatureError {
 /// Signs and checks URLs with one secret key.
 #[derive(Clone)]
 pub struct UrlSigner {
-    key: [u8; 32],
+    /// The HMAC with the key already absorbed, copied for each signature.
+    keyed: HmacSha256,
 }
 
 impl std::fmt::Debug for UrlSigner {
@@ -34,7 +35,9 @@ impl std::fmt::Debug for UrlSigner {
 
 impl UrlSigner {
     pub fn new(key: [u8; 32]) -> Self {
-        Self { key }
+        let keyed =
+            <HmacSha256 as KeyInit>::new_from_slice(&key).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        Self { keyed }
     }
 
     /// The key configured as 64 hex digits (`STREAMGATE_URL_SIGNING_KEY`).
@@ -78,8 +81,7 @@ impl UrlSigner {
     }
 
     fn mac(&self, method: &str, resource: &str, expires: i64) -> HmacSha256 {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac = self.keyed.clone();
         // Length-prefixed fields, so that no two (method, resource, expiry) triples share a message.
         for field in [method.as_bytes(), resource.as_bytes(), expires.to_string().as_bytes()] {
             mac.update(&(field.len() as u64).to_be_bytes());
@@ -91,7 +93,7 @@ impl UrlSigner {
     /// The signature for `method` on `resource` (a path plus any parameters that must not change) until
     /// `expires_at`.
     pub fn sign(&self, method: &str, resource: &str, expires_at: DateTime<Utc>) -> String {
-        hex::encode(
+        alloy_primitives::hex::encode(
             self.mac(method, resource, expires_at.timestamp())
                 .finalize()
                 .into_bytes(),
@@ -204,7 +206,12 @@ mod tests {
         let path = dir.path().join("keys/url.key");
         let first = UrlSigner::load_or_create(&path).expect("create");
         let second = UrlSigner::load_or_create(&path).expect("load");
-        assert_eq!(first.key, second.key);
+        let at = Utc::now() + chrono::Duration::minutes(1);
+        assert_eq!(first.sign("GET", "/x", at), second.sign("GET", "/x", at));
+        assert_ne!(
+            first.sign("GET", "/x", at),
+            UrlSigner::new([7; 32]).sign("GET", "/x", at)
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

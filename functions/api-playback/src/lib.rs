@@ -38,7 +38,6 @@ use common::platform::Ports;
 use common::problem::ApiError;
 use common::signing::{SignatureError, UrlSigner};
 use common::telemetry::KeptCounter;
-use serde::Serialize;
 use url::Url;
 
 static GRANTS: KeptCounter = KeptCounter::new("streamgate_playback_grants_total", &[]);
@@ -190,15 +189,28 @@ fn chain_unavailable() -> ApiError {
     .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Playback {
-    hls: String,
-    dash: String,
-    /// The AES-128 encrypted HLS stream of a gated video, its key at `/v1/keys/{id}` (Bearer token).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    hls_encrypted: Option<String>,
-    expires_at: DateTime<Utc>,
+/// The playback answer (`Playback` in the public contract): `hls`, `dash`, for gated videos
+/// `hlsEncrypted` (the AES-128 encrypted HLS stream, its key at `/v1/keys/{id}`), and `expiresAt`. Every
+/// URL is `base` and a fixed path, so `base` is escaped once and the answer written in one buffer.
+fn playback_json(base: &str, encrypted: bool, expires_at: DateTime<Utc>) -> Result<Vec<u8>, serde_json::Error> {
+    let quoted = serde_json::to_string(base)?;
+    let escaped = &quoted[1..quoted.len() - 1];
+    let urls = [
+        ("hls", "/master.m3u8", true),
+        ("dash", "/manifest.mpd", true),
+        ("hlsEncrypted", "/aes/master.m3u8", encrypted),
+    ];
+    let mut body = Vec::with_capacity(3 * (escaped.len() + 32) + 64);
+    body.push(b'{');
+    for (name, path, _) in urls.into_iter().filter(|(_, _, shown)| *shown) {
+        for piece in ["\"", name, "\":\"", escaped, path, "\","] {
+            body.extend_from_slice(piece.as_bytes());
+        }
+    }
+    body.extend_from_slice(b"\"expiresAt\":");
+    serde_json::to_writer(&mut body, &expires_at)?;
+    body.push(b'}');
+    Ok(body)
 }
 
 /// The video `id` names, once the viewer may play it.
@@ -236,15 +248,7 @@ async fn playback(
         token(&state.signer, id, expires_at)
     );
     GRANTS.increment(1);
-    let playback = Playback {
-        hls: format!("{base}/master.m3u8"),
-        dash: format!("{base}/manifest.mpd"),
-        hls_encrypted: video.encrypted_hls.then(|| format!("{base}/aes/master.m3u8")),
-        expires_at,
-    };
-    // Sized for the answer at once (axum's `Json` starts at 128 bytes and grows).
-    let mut body = Vec::with_capacity(4 * base.len() + 256);
-    serde_json::to_writer(&mut body, &playback).map_err(|e| ApiError::internal(&e))?;
+    let body = playback_json(&base, video.encrypted_hls, expires_at).map_err(|e| ApiError::internal(&e))?;
     Ok((
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         body,
@@ -360,5 +364,35 @@ fn blob_error(err: BlobError) -> ApiError {
     match err {
         BlobError::NotFound(_) | BlobError::InvalidKey(..) => ApiError::not_found("no such file"),
         other => ApiError::unavailable(&other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use serde_json::json;
+
+    use super::playback_json;
+
+    #[test]
+    fn playback_answers_are_json_with_every_url_under_the_base() {
+        let at = Utc.timestamp_opt(1_800_000_000, 123_456_789).single().expect("time");
+        for (base, encrypted) in [
+            ("http://127.0.0.1:8080/v1/media/t/v", true),
+            ("http://a\"b\\c/v1/media/t/v", false),
+        ] {
+            let body = playback_json(base, encrypted, at).expect("json");
+            let mut expected = json!({
+                "hls": format!("{base}/master.m3u8"),
+                "dash": format!("{base}/manifest.mpd"),
+                "expiresAt": at,
+            });
+            if encrypted {
+                expected["hlsEncrypted"] = json!(format!("{base}/aes/master.m3u8"));
+            }
+            let answer: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
+            assert_eq!(answer, expected);
+            assert_eq!(answer["expiresAt"], "2027-01-15T08:00:00.123456789Z");
+        }
     }
 }
