@@ -20,7 +20,6 @@ use tower::util::BoxCloneSyncService;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use super::FunctionInfo;
@@ -69,26 +68,7 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ht
         .fallback(not_found_fallback)
         .route_layer(RouteLabelLayer);
     let service = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
+        .map_response(security_headers)
         .layer(PreflightCors(cors()))
         // The tracing and panic layers wrap the body; the layers above take axum's.
         .map_response(IntoResponse::into_response)
@@ -108,6 +88,32 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ht
         .layer(RecordRequestLayer(Arc::new(RequestMetrics::new(info.name))))
         .service(app);
     BoxCloneSyncService::new(service)
+}
+
+/// Security headers every answer carries, unless its handler chose its own.
+const SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    ),
+    (
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+    ),
+    (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+];
+
+/// Adds [`SECURITY_HEADERS`] in one step (one layer, not one per header).
+fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        if let http::header::Entry::Vacant(entry) = headers.entry(name) {
+            entry.insert(value);
+        }
+    }
+    response
 }
 
 /// Request ids for requests that come without one: a random number drawn once per process, then a
@@ -130,8 +136,12 @@ impl RequestIds {
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}{number:016x}", self.process);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&self.process.to_be_bytes());
+        raw[8..].copy_from_slice(&number.to_be_bytes());
+        let mut id = [0u8; 32];
+        alloy_primitives::hex::encode_to_slice(raw, &mut id).ok()?;
+        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
     }
 }
 
@@ -569,8 +579,26 @@ mod tests {
             body,
             serde_json::json!({"status": "ok", "function": "api-test", "version": "1.2.3"})
         );
-        assert!(response.headers().contains_key("x-request-id"));
-        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        let id = response.headers()["x-request-id"].to_str().expect("text");
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{id}"
+        );
+        let (again, _) = call("/healthz").await;
+        assert_ne!(
+            again.headers()["x-request-id"],
+            id,
+            "ids differ from request to request"
+        );
+        for (name, value) in [
+            ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+            ("strict-transport-security", "max-age=63072000; includeSubDomains"),
+            ("referrer-policy", "no-referrer"),
+            ("x-frame-options", "DENY"),
+            ("x-content-type-options", "nosniff"),
+        ] {
+            assert_eq!(response.headers()[name], value, "{name}");
+        }
     }
 
     #[tokio::test]
