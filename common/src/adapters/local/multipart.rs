@@ -395,12 +395,18 @@ mod tests {
         futures::stream::iter([Ok(Bytes::copy_from_slice(bytes))])
     }
 
-    #[tokio::test]
-    async fn parts_shorter_than_announced_end_where_their_bytes_do() {
+    /// A scratch directory holding an upload's directory, started for the key `k`.
+    fn upload_of_key_k() -> (tempfile::TempDir, std::path::PathBuf) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("upload");
         std::fs::create_dir(&dir).expect("dir");
         std::fs::write(dir.join("key"), "k").expect("key");
+        (tmp, dir)
+    }
+
+    #[tokio::test]
+    async fn parts_shorter_than_announced_end_where_their_bytes_do() {
+        let (tmp, dir) = upload_of_key_k();
         let upload = Upload::new(dir.clone());
         // Appended to the assembly, then a separate part (out of order), each announced longer.
         let first = upload
@@ -437,10 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_part_for_another_key_is_refused() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().join("upload");
-        std::fs::create_dir(&dir).expect("dir");
-        std::fs::write(dir.join("key"), "k").expect("key");
+        let (tmp, dir) = upload_of_key_k();
         let refused = Upload::new(dir)
             .put("other".into(), 1, None, body(b"x"), tmp.path(), 1 << 20)
             .await;
