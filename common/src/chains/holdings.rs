@@ -3,7 +3,7 @@
 //! One holding is what one wallet holds of one token condition (a contract's balance, or of the listed
 //! ids). Holdings are cached in process (bounded LRU, each entry expiring when its answer reaches
 //! `STREAMGATE_OWNERSHIP_TTL` of age) and in `Store`, so other instances and cold starts share them. Two
-//! checks of one holding at once share one load. The reads of holdings loaded at the same moment are
+//! checks of one holding at once share one load (and its failure). The reads of holdings loaded at the same moment are
 //! gathered per chain for [`BATCH_WINDOW`] and sent as one batch (one Multicall3 `aggregate3` where it
 //! is deployed).
 
@@ -216,9 +216,16 @@ impl Batcher {
 }
 
 /// Holdings of wallets, and whether they satisfy access rules.
+///
+/// Two in-process caches: `fresh` answers warm checks (a lookup is a hash and a shard's read lock, the
+/// age checked on read); `loads` is consulted when it has nothing young enough, and makes concurrent
+/// checks of one holding share one load and its outcome, a failure included (a dead chain is waited for
+/// once, not once per waiting check). Both hold an answer no longer than the TTL from when the chain
+/// was asked.
 #[derive(Clone)]
 pub struct Holdings {
-    cache: moka::future::Cache<HoldingKey, Holding>,
+    fresh: Arc<quick_cache::sync::Cache<HoldingKey, Holding>>,
+    loads: moka::future::Cache<HoldingKey, Holding>,
     store: Arc<dyn Store>,
     batcher: Batcher,
     ttl: Duration,
@@ -227,12 +234,13 @@ pub struct Holdings {
 impl Holdings {
     /// Holdings read through `rpc`, cached for at most `ttl` (`STREAMGATE_OWNERSHIP_TTL`).
     pub fn new(rpc: RpcChains, store: Arc<dyn Store>, ttl: Duration) -> Self {
-        let cache = moka::future::Cache::builder()
+        let loads = moka::future::Cache::builder()
             .max_capacity(CACHE_CAPACITY)
             .expire_after(AgeLimit(ttl))
             .build();
         Self {
-            cache,
+            fresh: Arc::new(quick_cache::sync::Cache::new(CACHE_CAPACITY as usize)),
+            loads,
             store,
             batcher: Batcher {
                 rpc,
@@ -275,15 +283,17 @@ impl Holdings {
     }
 
     async fn holding(&self, key: HoldingKey) -> Result<U256, ChainError> {
-        if let Some(holding) = self.cache.get(&key).await {
+        if let Some(holding) = self.fresh.get(&key).filter(|h| h.age() < self.ttl) {
             FROM_MEMORY.increment(1);
             return Ok(holding.amount);
         }
-        self.cache
-            .try_get_with(key.clone(), self.load(key))
+        let holding = self
+            .loads
+            .try_get_with(key.clone(), self.load(key.clone()))
             .await
-            .map(|holding| holding.amount)
-            .map_err(|err| (*err).clone())
+            .map_err(|err| (*err).clone())?;
+        self.fresh.insert(key, holding);
+        Ok(holding.amount)
     }
 
     /// A holding from `Store` while it is young enough, else from the chain (then kept in `Store`).
@@ -385,6 +395,53 @@ mod tests {
             U256::MAX,
             "saturates"
         );
+    }
+
+    /// Holdings over a chain whose only RPC URL refuses connections, so every chain read fails.
+    fn holdings_without_chain(dir: &tempfile::TempDir, ttl: Duration) -> (Holdings, Arc<dyn Store>) {
+        use crate::adapters::local::{LocalDb, LocalStore};
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(LocalDb::open(&dir.path().join("db")).expect("db")));
+        let chains =
+            crate::chains::Chains::from_vars([("STREAMGATE_RPC_31337", "http://127.0.0.1:1")]).expect("chains");
+        let rpc = RpcChains::new(&chains, Duration::from_secs(2));
+        (Holdings::new(rpc, store.clone(), ttl), store)
+    }
+
+    async fn store_holding(store: &dyn Store, key: &HoldingKey, amount: u64) {
+        let (pk, sk) = key.store_keys();
+        let stored = StoredHolding {
+            amount: amount.to_string(),
+            observed_at: chrono::Utc::now().timestamp_millis(),
+        };
+        store
+            .put(Item::from_record(pk, sk, &stored).expect("item"), None)
+            .await
+            .expect("put");
+    }
+
+    #[tokio::test]
+    async fn warm_answers_come_from_memory_until_they_reach_the_ttl() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ttl = Duration::from_millis(400);
+        let (holdings, store) = holdings_without_chain(&dir, ttl);
+        let coin = key(Standard::Erc20, None);
+        store_holding(store.as_ref(), &coin, 7).await;
+        assert_eq!(
+            holdings.holding(coin.clone()).await.expect("from the store"),
+            U256::from(7)
+        );
+
+        // A newer answer in the store is not read while the one in memory is young enough.
+        store_holding(store.as_ref(), &coin, 9).await;
+        assert_eq!(
+            holdings.holding(coin.clone()).await.expect("from memory"),
+            U256::from(7)
+        );
+
+        // Past the TTL neither cache answers, nor the store (its answer is as old); the chain fails.
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        let err = holdings.holding(coin.clone()).await.expect_err("nothing young enough");
+        assert!(matches!(err, ChainError::Unavailable { .. }), "{err:?}");
     }
 
     #[test]
