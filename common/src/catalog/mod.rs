@@ -257,7 +257,7 @@ impl Videos {
     }
 
     fn pk(id: &VideoId) -> String {
-        format!("video#{id}")
+        ["video#", id.as_str()].concat()
     }
 
     fn owner_pk(owner: &str) -> String {

@@ -51,11 +51,11 @@ fn wallet_pk(address: &Address) -> String {
 
 /// The key of a wallet's link, by the wallet's checksummed address.
 fn wallet_key(checksummed: &str) -> String {
-    format!("wallet#{checksummed}")
+    ["wallet#", checksummed].concat()
 }
 
 fn account_pk(account: &AccountId) -> String {
-    format!("account#{}", account.0)
+    ["account#", account.0.as_str()].concat()
 }
 
 impl Accounts {

@@ -11,6 +11,7 @@
 //! under the same check.
 #![forbid(unsafe_code)]
 
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,7 @@ use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, TimeZone, Utc};
 use common::access::{Rule, Verdict};
 use common::blobs::{BlobError, Blobs};
 use common::catalog::{Video, VideoStatus, Videos};
@@ -99,17 +100,20 @@ impl AppState {
         })))
     }
 
-    fn base_url(&self, headers: &HeaderMap) -> String {
+    /// Writes the server's base URL (`PUBLIC_URL`, else the request's scheme and host) to `out`.
+    fn write_base_url(&self, headers: &HeaderMap, out: &mut String) {
         if let Some(base) = &self.public_url {
-            return base.as_str().trim_end_matches('/').to_owned();
+            out.push_str(base.as_str().trim_end_matches('/'));
+            return;
         }
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let proto = header("x-forwarded-proto")
             .filter(|p| matches!(*p, "http" | "https"))
             .unwrap_or("http");
-        match header("host") {
-            Some(host) if host.bytes().all(|b| b.is_ascii_graphic()) => format!("{proto}://{host}"),
-            _ => String::new(),
+        if let Some(host) = header("host").filter(|host| host.bytes().all(|b| b.is_ascii_graphic())) {
+            for piece in [proto, "://", host] {
+                out.push_str(piece);
+            }
         }
     }
 }
@@ -125,13 +129,21 @@ pub fn router(state: AppState) -> Router {
 
 /// The resource a media token signs: the video's media prefix.
 fn signed_resource(id: &VideoId) -> String {
-    format!("/v1/media/{id}/")
+    ["/v1/media/", id.as_str(), "/"].concat()
 }
 
-/// `{expires}.{signature}`.
-fn token(signer: &UrlSigner, id: &VideoId, expires_at: DateTime<Utc>) -> String {
-    let signature = signer.sign("GET", &signed_resource(id), expires_at);
-    format!("{}.{signature}", expires_at.timestamp())
+/// The base of a video's playback URLs: `{server}/v1/media/{expires}.{signature}/{id}`.
+fn media_base(state: &AppState, headers: &HeaderMap, id: &VideoId, expires_at: DateTime<Utc>) -> String {
+    let signature = state.signer.sign("GET", &signed_resource(id), expires_at);
+    let mut base = String::with_capacity(160);
+    state.write_base_url(headers, &mut base);
+    base.push_str("/v1/media/");
+    // Writing to a String cannot fail.
+    let _ = write!(base, "{}.", expires_at.timestamp());
+    base.push_str(&signature);
+    base.push('/');
+    base.push_str(id.as_str());
+    base
 }
 
 /// Whether the viewer may play the video: a public video anyone; any other its owner's account, and
@@ -190,8 +202,9 @@ fn chain_unavailable() -> ApiError {
 }
 
 /// The playback answer (`Playback` in the public contract): `hls`, `dash`, for gated videos
-/// `hlsEncrypted` (the AES-128 encrypted HLS stream, its key at `/v1/keys/{id}`), and `expiresAt`. Every
-/// URL is `base` and a fixed path, so `base` is escaped once and the answer written in one buffer.
+/// `hlsEncrypted` (the AES-128 encrypted HLS stream, its key at `/v1/keys/{id}`), and `expiresAt`, in
+/// whole seconds as the URLs' token has it. Every URL is `base` and a fixed path, so `base` is escaped
+/// once and the answer written in one buffer.
 fn playback_json(base: &str, encrypted: bool, expires_at: DateTime<Utc>) -> Result<Vec<u8>, serde_json::Error> {
     let quoted = serde_json::to_string(base)?;
     let escaped = &quoted[1..quoted.len() - 1];
@@ -207,9 +220,9 @@ fn playback_json(base: &str, encrypted: bool, expires_at: DateTime<Utc>) -> Resu
             body.extend_from_slice(piece.as_bytes());
         }
     }
-    body.extend_from_slice(b"\"expiresAt\":");
-    serde_json::to_writer(&mut body, &expires_at)?;
-    body.push(b'}');
+    body.extend_from_slice(b"\"expiresAt\":\"");
+    body.extend_from_slice(expires_at.to_rfc3339_opts(SecondsFormat::Secs, true).as_bytes());
+    body.extend_from_slice(b"\"}");
     Ok(body)
 }
 
@@ -241,12 +254,10 @@ async fn playback(
 ) -> Result<Response, ApiError> {
     let video = playable(&state, &id, viewer.as_ref()).await?;
     let id = &video.id;
-    let expires_at = Utc::now() + chrono::Duration::from_std(state.ttl).unwrap_or(chrono::Duration::minutes(5));
-    let base = format!(
-        "{}/v1/media/{}/{id}",
-        state.base_url(&headers),
-        token(&state.signer, id, expires_at)
-    );
+    // Whole seconds: the token carries no more.
+    let expires_at =
+        (Utc::now() + chrono::Duration::from_std(state.ttl).unwrap_or(chrono::Duration::minutes(5))).trunc_subsecs(0);
+    let base = media_base(&state, &headers, id, expires_at);
     GRANTS.increment(1);
     let body = playback_json(&base, video.encrypted_hls, expires_at).map_err(|e| ApiError::internal(&e))?;
     Ok((
@@ -376,7 +387,7 @@ mod tests {
 
     #[test]
     fn playback_answers_are_json_with_every_url_under_the_base() {
-        let at = Utc.timestamp_opt(1_800_000_000, 123_456_789).single().expect("time");
+        let at = Utc.timestamp_opt(1_800_000_000, 0).single().expect("time");
         for (base, encrypted) in [
             ("http://127.0.0.1:8080/v1/media/t/v", true),
             ("http://a\"b\\c/v1/media/t/v", false),
@@ -392,7 +403,7 @@ mod tests {
             }
             let answer: serde_json::Value = serde_json::from_slice(&body).expect("valid JSON");
             assert_eq!(answer, expected);
-            assert_eq!(answer["expiresAt"], "2027-01-15T08:00:00.123456789Z");
+            assert_eq!(answer["expiresAt"], "2027-01-15T08:00:00Z");
         }
     }
 }
