@@ -79,13 +79,11 @@ impl LocalServer {
         let app = http_app(info, routes, MetricsRoute::Prometheus(common::telemetry::prometheus()));
         let mut http_stopped = stopped.clone();
         tasks.spawn(async move {
-            let serve = axum::serve(
-                listener,
-                ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
-            )
-            .with_graceful_shutdown(async move {
-                drop(http_stopped.wait_for(|stop| *stop).await);
-            });
+            let serve = axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(
+                async move {
+                    drop(http_stopped.wait_for(|stop| *stop).await);
+                },
+            );
             if let Err(err) = serve.await {
                 tracing::error!(error = %err, "the HTTP server stopped");
             }

@@ -126,12 +126,9 @@ async fn serve_on_port(info: FunctionInfo, port: u16, app: HttpApp) -> ExitCode 
         Err(err) => fail_start(info, &format!("cannot listen on {addr}"), &err),
     };
     tracing::info!(function = info.name, %addr, "serving");
-    match axum::serve(
-        listener,
-        ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
+    match axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
     {
         Ok(()) => {
             tracing::info!(function = info.name, "drained; stopping");
