@@ -253,7 +253,11 @@ impl Holdings {
     /// Whether `wallets` together satisfy `rule`.
     pub async fn evaluate(&self, rule: &Rule, wallets: &[Address]) -> Verdict {
         let conditions = rule.conditions();
-        let amounts = join_all(conditions.iter().map(|c| self.held(c, wallets))).await;
+        // One condition (the usual rule) is awaited as it is, without join_all's allocations.
+        let amounts = match conditions.as_slice() {
+            [only] => vec![self.held(only, wallets).await],
+            _ => join_all(conditions.iter().map(|c| self.held(c, wallets))).await,
+        };
         let table: Vec<_> = conditions.into_iter().zip(amounts).collect();
         rule.decide(&|condition| {
             table
@@ -267,7 +271,10 @@ impl Holdings {
     /// What `wallets` hold together of the condition's token. When some holdings could not be read, the
     /// sum of the others answers only if it already reaches the condition's minimum.
     pub async fn held(&self, condition: &TokenCondition, wallets: &[Address]) -> Result<U256, ChainError> {
-        let holdings = join_all(wallets.iter().map(|&w| self.holding(HoldingKey::new(condition, w)))).await;
+        let holdings = match wallets {
+            [only] => vec![self.holding(HoldingKey::new(condition, *only)).await],
+            _ => join_all(wallets.iter().map(|&w| self.holding(HoldingKey::new(condition, w)))).await,
+        };
         let mut total = U256::ZERO;
         let mut failure = None;
         for holding in holdings {
