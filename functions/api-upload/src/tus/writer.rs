@@ -152,8 +152,10 @@ pub(super) async fn receive(
     task.await.map_err(|e| ApiError::internal(&e))?
 }
 
-/// Pieces are handed between tasks in batches of about this many bytes, not frame by frame.
-const BATCH_BYTES: usize = 512 * 1024;
+/// Pieces are handed between tasks in batches of about this many bytes, not frame by frame; small enough
+/// that the hashing and writing threads finish soon after a body's last byte (512 KiB left them a
+/// longer tail: 1 GiB in 5 MiB PATCHes went 2-3 % slower).
+const BATCH_BYTES: usize = 128 * 1024;
 
 /// Pieces gathered for one hand-over.
 #[derive(Default)]
