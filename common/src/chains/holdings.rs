@@ -3,9 +3,9 @@
 //! One holding is what one wallet holds of one token condition (a contract's balance, or of the listed
 //! ids). Holdings are cached in process (bounded LRU, each entry expiring when its answer reaches
 //! `STREAMGATE_OWNERSHIP_TTL` of age) and in `Store`, so other instances and cold starts share them. Two
-//! checks of one holding at once share one load (and its failure). The reads of holdings loaded at the same moment are
-//! gathered per chain for [`BATCH_WINDOW`] and sent as one batch (one Multicall3 `aggregate3` where it
-//! is deployed).
+//! checks of one holding at once share one load (and its failure). The reads of holdings loaded at the
+//! same moment are gathered per chain for [`BATCH_WINDOW`] and sent as one batch (one Multicall3
+//! `aggregate3` where it is deployed).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
