@@ -152,6 +152,16 @@ struct StoredHolding {
     observed_at: i64,
 }
 
+/// The store item keeping `holding` under its keys until it is `ttl` old.
+fn stored_item(pk: String, sk: String, holding: &Holding, ttl: Duration) -> Result<Item, crate::store::StoreError> {
+    let stored = StoredHolding {
+        amount: holding.amount.to_string(),
+        observed_at: holding.observed_at,
+    };
+    let expires = holding.observed_at / 1000 + ttl.as_secs() as i64 + 1;
+    Ok(Item::from_record(pk, sk, &stored)?.expiring_at(expires))
+}
+
 /// Entries leave the cache when their answer reaches the TTL in age, wherever it was first read.
 struct AgeLimit(Duration);
 
@@ -337,14 +347,9 @@ impl Holdings {
             amount: key.amount(&answers),
             observed_at,
         };
-        let stored = StoredHolding {
-            amount: holding.amount.to_string(),
-            observed_at,
-        };
-        let expires = observed_at / 1000 + self.ttl.as_secs() as i64 + 1;
-        match Item::from_record(pk, sk, &stored) {
+        match stored_item(pk, sk, &holding, self.ttl) {
             Ok(item) => {
-                if let Err(err) = self.store.put(item.expiring_at(expires), None).await {
+                if let Err(err) = self.store.put(item, None).await {
                     tracing::warn!(error = %err, "could not keep a holding in the store");
                 }
             }
@@ -414,16 +419,16 @@ mod tests {
         (Holdings::new(rpc, store.clone(), ttl), store)
     }
 
+    /// Keeps `amount` in the store as a holding observed now, as a read from the chain would (for a
+    /// minute: the holdings' own TTL decides whether it is young enough).
     async fn store_holding(store: &dyn Store, key: &HoldingKey, amount: u64) {
         let (pk, sk) = key.store_keys();
-        let stored = StoredHolding {
-            amount: amount.to_string(),
+        let holding = Holding {
+            amount: U256::from(amount),
             observed_at: chrono::Utc::now().timestamp_millis(),
         };
-        store
-            .put(Item::from_record(pk, sk, &stored).expect("item"), None)
-            .await
-            .expect("put");
+        let item = stored_item(pk, sk, &holding, Duration::from_secs(60)).expect("item");
+        store.put(item, None).await.expect("put");
     }
 
     #[tokio::test]
