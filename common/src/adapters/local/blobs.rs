@@ -276,14 +276,6 @@ async fn write_sidecar(path: &Path, etag: &str) -> Result<(), BlobError> {
     tokio::fs::write(sidecar(path), etag).await.map_err(BlobError::backend)
 }
 
-async fn read_upload_key(dir: &Path) -> Result<Option<String>, BlobError> {
-    match tokio::fs::read_to_string(dir.join("key")).await {
-        Ok(key) => Ok(Some(key)),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(err) => Err(BlobError::backend(err)),
-    }
-}
-
 fn s3_notification(bucket: &str, object: &ObjectMeta, event: &str) -> serde_json::Value {
     serde_json::json!({
         "Records": [{
@@ -412,11 +404,7 @@ impl Blobs for LocalBlobs {
     async fn create_multipart(&self, key: &str, _content_type: Option<&str>) -> Result<String, BlobError> {
         validate_key(key)?;
         let upload_id = uuid::Uuid::new_v4().to_string();
-        let dir = self.upload_dir(&upload_id)?;
-        tokio::fs::create_dir_all(&dir).await.map_err(BlobError::backend)?;
-        tokio::fs::write(dir.join("key"), key)
-            .await
-            .map_err(BlobError::backend)?;
+        multipart::Upload::create(self.upload_dir(&upload_id)?, key).await?;
         Ok(upload_id)
     }
 
@@ -491,10 +479,11 @@ impl Blobs for LocalBlobs {
         parts: &[CompletedPart],
     ) -> Result<ObjectMeta, BlobError> {
         let dir = self.upload_dir(upload_id)?;
-        if read_upload_key(&dir).await?.as_deref() != Some(key) {
+        let upload = multipart::Upload::new(dir.clone());
+        if !upload.is_of(key).await? {
             return Err(BlobError::NoSuchUpload(upload_id.to_owned()));
         }
-        let (joined, size) = multipart::Upload::new(dir.clone())
+        let (joined, size) = upload
             .join(parts.to_vec(), self.inner.tmp.clone(), MIN_PART_SIZE, self.inner.sync)
             .await?;
         let mut digest = Sha256::new();
@@ -511,7 +500,7 @@ impl Blobs for LocalBlobs {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), BlobError> {
         let dir = self.upload_dir(upload_id)?;
-        if read_upload_key(&dir).await?.as_deref() != Some(key) {
+        if !multipart::Upload::new(dir.clone()).is_of(key).await? {
             return Err(BlobError::NoSuchUpload(upload_id.to_owned()));
         }
         tokio::fs::remove_dir_all(&dir).await.map_err(BlobError::backend)

@@ -18,6 +18,8 @@ use tokio::runtime::Handle;
 
 use crate::blobs::{BlobError, CompletedPart};
 
+/// The object key the upload was started for.
+const KEY: &str = "key";
 const ASSEMBLY: &str = "assembly";
 const INDEX: &str = "assembly.idx";
 const LOCK: &str = "assembly.lock";
@@ -106,6 +108,22 @@ fn allocate(_: &File, _: u64, _: u64) -> bool {
 impl Upload {
     pub(super) fn new(dir: PathBuf) -> Self {
         Self { dir }
+    }
+
+    /// Starts an upload of `key` in `dir`.
+    pub(super) async fn create(dir: PathBuf, key: &str) -> Result<Self, BlobError> {
+        tokio::fs::create_dir_all(&dir).await.map_err(BlobError::backend)?;
+        tokio::fs::write(dir.join(KEY), key).await.map_err(BlobError::backend)?;
+        Ok(Self::new(dir))
+    }
+
+    /// Whether this upload is under way and was started for `key`.
+    pub(super) async fn is_of(&self, key: &str) -> Result<bool, BlobError> {
+        let dir = self.dir.clone();
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || Ok(read_key(&dir)?.as_deref() == Some(key.as_str())))
+            .await
+            .map_err(BlobError::backend)?
     }
 
     fn part_path(&self, number: u32) -> PathBuf {
@@ -339,7 +357,7 @@ fn read_index(dir: &Path) -> std::io::Result<Vec<Entry>> {
 
 /// The object key the upload was started for; `None` once it is gone.
 fn read_key(dir: &Path) -> Result<Option<String>, BlobError> {
-    match std::fs::read_to_string(dir.join("key")) {
+    match std::fs::read_to_string(dir.join(KEY)) {
         Ok(key) => Ok(Some(key)),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(BlobError::backend(err)),
@@ -388,7 +406,7 @@ mod tests {
 
     use bytes::Bytes;
 
-    use super::{Joined, Upload};
+    use super::{Joined, KEY, Upload};
     use crate::blobs::CompletedPart;
 
     fn body(bytes: &[u8]) -> futures::stream::Iter<std::array::IntoIter<Result<Bytes, Infallible>, 1>> {
@@ -400,8 +418,19 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("upload");
         std::fs::create_dir(&dir).expect("dir");
-        std::fs::write(dir.join("key"), "k").expect("key");
+        std::fs::write(dir.join(KEY), "k").expect("key");
         (tmp, dir)
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_of_the_key_it_was_created_for_while_it_lasts() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("upload");
+        let upload = Upload::create(dir.clone(), "sources/a").await.expect("create");
+        assert!(upload.is_of("sources/a").await.expect("read"));
+        assert!(!upload.is_of("sources/b").await.expect("read"));
+        std::fs::remove_dir_all(&dir).expect("remove");
+        assert!(!upload.is_of("sources/a").await.expect("gone, not an error"));
     }
 
     #[tokio::test]
