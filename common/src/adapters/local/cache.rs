@@ -60,14 +60,14 @@ impl StoreCache {
     }
 
     /// The item as last read, if it is known and has not expired since (`Some(None)`: known missing).
-    pub(crate) async fn item(&self, pk: &str, sk: &str) -> Option<Option<Item>> {
+    pub(crate) fn item(&self, pk: &str, sk: &str) -> Option<Option<Item>> {
         let cached = self.items.get(&ItemKeyRef(pk, sk))?;
         let now = now_unix();
         Some(cached.filter(|item| !item.is_expired(now)))
     }
 
     /// A page of the partition as last read, without items that expired since.
-    pub(crate) async fn page(&self, pk: &str, query: &Query) -> Option<Page> {
+    pub(crate) fn page(&self, pk: &str, query: &Query) -> Option<Page> {
         let pages = self.pages.get(pk)?;
         let (_, page) = pages.iter().find(|(q, _)| q == query)?;
         let now = now_unix();
@@ -137,11 +137,11 @@ mod tests {
         let item = Some(Item::new("video#1", "meta").with("title", "one"));
         cache.keep_item(cache.ticket(), "video#1", "meta", &item).await;
         cache.keep_item(cache.ticket(), "video#1", "gone", &None).await;
-        assert_eq!(cache.item("video#1", "meta").await, Some(item));
-        assert_eq!(cache.item("video#1", "gone").await, Some(None), "known missing");
-        assert_eq!(cache.item("video#1", "other").await, None, "never read");
-        assert_eq!(cache.item("video#", "1meta").await, None, "keys are not joined");
+        assert_eq!(cache.item("video#1", "meta"), Some(item));
+        assert_eq!(cache.item("video#1", "gone"), Some(None), "known missing");
+        assert_eq!(cache.item("video#1", "other"), None, "never read");
+        assert_eq!(cache.item("video#", "1meta"), None, "keys are not joined");
         cache.written("video#1", "meta").await;
-        assert_eq!(cache.item("video#1", "meta").await, None);
+        assert_eq!(cache.item("video#1", "meta"), None);
     }
 }

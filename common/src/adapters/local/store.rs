@@ -217,7 +217,7 @@ impl Store for LocalStore {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
         let cache = self.db.read_cache();
         if let Some(cache) = cache
-            && let Some(known) = cache.item(pk, sk).await
+            && let Some(known) = cache.item(pk, sk)
         {
             return Ok(known);
         }
@@ -287,7 +287,7 @@ impl Store for LocalStore {
     async fn query(&self, pk: &str, query: Query) -> Result<Page, StoreError> {
         let cache = self.db.read_cache();
         if let Some(cache) = cache
-            && let Some(page) = cache.page(pk, &query).await
+            && let Some(page) = cache.page(pk, &query)
         {
             return Ok(page);
         }
