@@ -406,7 +406,7 @@ mod tests {
 
     use bytes::Bytes;
 
-    use super::{Joined, KEY, Upload};
+    use super::{Joined, Upload};
     use crate::blobs::CompletedPart;
 
     fn body(bytes: &[u8]) -> futures::stream::Iter<std::array::IntoIter<Result<Bytes, Infallible>, 1>> {
@@ -414,11 +414,10 @@ mod tests {
     }
 
     /// A scratch directory holding an upload's directory, started for the key `k`.
-    fn upload_of_key_k() -> (tempfile::TempDir, std::path::PathBuf) {
+    async fn upload_of_key_k() -> (tempfile::TempDir, std::path::PathBuf) {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().join("upload");
-        std::fs::create_dir(&dir).expect("dir");
-        std::fs::write(dir.join(KEY), "k").expect("key");
+        Upload::create(dir.clone(), "k").await.expect("create");
         (tmp, dir)
     }
 
@@ -435,7 +434,7 @@ mod tests {
 
     #[tokio::test]
     async fn parts_shorter_than_announced_end_where_their_bytes_do() {
-        let (tmp, dir) = upload_of_key_k();
+        let (tmp, dir) = upload_of_key_k().await;
         let upload = Upload::new(dir.clone());
         // Appended to the assembly, then a separate part (out of order), each announced longer.
         let first = upload
@@ -472,7 +471,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_part_for_another_key_is_refused() {
-        let (tmp, dir) = upload_of_key_k();
+        let (tmp, dir) = upload_of_key_k().await;
         let refused = Upload::new(dir)
             .put("other".into(), 1, None, body(b"x"), tmp.path(), 1 << 20)
             .await;
