@@ -110,6 +110,11 @@ impl LocalBlobs {
         Ok(path)
     }
 
+    /// A multipart upload, written as this store writes objects (synced or not).
+    fn upload(&self, upload_id: &str) -> Result<multipart::Upload, BlobError> {
+        Ok(multipart::Upload::new(self.upload_dir(upload_id)?).with_sync(self.inner.sync))
+    }
+
     fn upload_dir(&self, upload_id: &str) -> Result<PathBuf, BlobError> {
         if upload_id.len() != 36 || !upload_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             return Err(BlobError::NoSuchUpload(upload_id.chars().take(40).collect()));
@@ -209,7 +214,7 @@ impl LocalBlobs {
                 "part number {part_number} is outside 1 to 10000"
             )));
         }
-        multipart::Upload::new(self.upload_dir(upload_id)?)
+        self.upload(upload_id)?
             .put(
                 key.to_owned(),
                 part_number,
@@ -479,12 +484,12 @@ impl Blobs for LocalBlobs {
         parts: &[CompletedPart],
     ) -> Result<ObjectMeta, BlobError> {
         let dir = self.upload_dir(upload_id)?;
-        let upload = multipart::Upload::new(dir.clone());
+        let upload = self.upload(upload_id)?;
         if !upload.is_of(key).await? {
             return Err(BlobError::NoSuchUpload(upload_id.to_owned()));
         }
         let (joined, size) = upload
-            .join(parts.to_vec(), self.inner.tmp.clone(), MIN_PART_SIZE, self.inner.sync)
+            .join(parts.to_vec(), self.inner.tmp.clone(), MIN_PART_SIZE)
             .await?;
         let mut digest = Sha256::new();
         for part in parts {
