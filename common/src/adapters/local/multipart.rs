@@ -111,9 +111,10 @@ fn allocate(_: &File, _: u64, _: u64) -> bool {
 /// of an upload whose object must reach the disk before it is visible are sent on their way as they are
 /// written, so the fsync that completes the upload waits for the last of them, not for all of them.
 ///
-/// Linux's `POSIX_FADV_DONTNEED` starts the write-back of a range's dirty pages (and keeps them cached
-/// while they are written): `sync_file_range(2)` without the wait, which no safe binding offers. A
-/// failure only loses the head start: the fsync at completion is what makes the object durable.
+/// On Linux, `POSIX_FADV_DONTNEED` starts the write-back of a range's dirty pages and leaves them cached
+/// (only clean pages are dropped): what `sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE` does, which
+/// neither rustix nor nix offers. A failure only loses the head start: the fsync at completion is what
+/// makes the object durable.
 #[cfg(target_os = "linux")]
 fn start_writeback(file: &File, offset: u64, len: u64) {
     if let Err(err) = rustix::fs::fadvise(
