@@ -19,7 +19,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRef, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::{DateTime, SecondsFormat, SubsecRound, TimeZone, Utc};
@@ -34,6 +34,7 @@ use common::identity::Authenticated;
 use common::identity::accounts::Accounts;
 use common::identity::sessions::{SessionKeys, Sessions};
 use common::ids::VideoId;
+use common::links::SentTo;
 use common::pipeline::media_prefix;
 use common::platform::Ports;
 use common::problem::ApiError;
@@ -99,23 +100,6 @@ impl AppState {
             serve_segments: ports.local.is_some(),
         })))
     }
-
-    /// Writes the server's base URL (`PUBLIC_URL`, else the request's scheme and host) to `out`.
-    fn write_base_url(&self, headers: &HeaderMap, out: &mut String) {
-        if let Some(base) = &self.public_url {
-            out.push_str(base.as_str().trim_end_matches('/'));
-            return;
-        }
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let proto = header("x-forwarded-proto")
-            .filter(|p| matches!(*p, "http" | "https"))
-            .unwrap_or("http");
-        if let Some(host) = header("host").filter(|host| host.bytes().all(|b| b.is_ascii_graphic())) {
-            for piece in [proto, "://", host] {
-                out.push_str(piece);
-            }
-        }
-    }
 }
 
 /// The routes of `api-playback`; the runtime adds `/healthz`, `/metrics` and the common layers.
@@ -133,10 +117,10 @@ fn signed_resource(id: &VideoId) -> String {
 }
 
 /// The base of a video's playback URLs: `{server}/v1/media/{expires}.{signature}/{id}`.
-fn media_base(state: &AppState, headers: &HeaderMap, id: &VideoId, expires_at: DateTime<Utc>) -> String {
+fn media_base(state: &AppState, sent_to: &SentTo, id: &VideoId, expires_at: DateTime<Utc>) -> String {
     let signature = state.signer.sign("GET", &signed_resource(id), expires_at);
     let mut base = String::with_capacity(160);
-    state.write_base_url(headers, &mut base);
+    sent_to.write_base(state.public_url.as_ref(), &mut base);
     base.push_str("/v1/media/");
     // Writing to a String cannot fail.
     let _ = write!(base, "{}.", expires_at.timestamp());
@@ -250,14 +234,14 @@ async fn playback(
     State(state): State<AppState>,
     viewer: Option<Authenticated>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    sent_to: SentTo,
 ) -> Result<Response, ApiError> {
     let video = playable(&state, &id, viewer.as_ref()).await?;
     let id = &video.id;
     // Whole seconds: the token carries no more.
     let expires_at =
         (Utc::now() + chrono::Duration::from_std(state.ttl).unwrap_or(chrono::Duration::minutes(5))).trunc_subsecs(0);
-    let base = media_base(&state, &headers, id, expires_at);
+    let base = media_base(&state, &sent_to, id, expires_at);
     GRANTS.increment(1);
     let body = playback_json(&base, video.encrypted_hls, expires_at).map_err(|e| ApiError::internal(&e))?;
     Ok((

@@ -20,6 +20,7 @@ use common::config::{Config, UploadLimits};
 use common::identity::Authenticated;
 use common::identity::sessions::{SessionKeys, Sessions};
 use common::ids::VideoId;
+use common::links::SentTo;
 use common::platform::Ports;
 use common::problem::ApiError;
 use common::store::StoreError;
@@ -65,17 +66,7 @@ impl AppState {
 
     /// The absolute URL of `path` as the client reached this service.
     fn url_of(&self, headers: &HeaderMap, path: &str) -> String {
-        if let Some(base) = &self.public_url {
-            return format!("{}{path}", base.as_str().trim_end_matches('/'));
-        }
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let proto = header("x-forwarded-proto")
-            .filter(|p| matches!(*p, "http" | "https"))
-            .unwrap_or("http");
-        match header("x-forwarded-host").or_else(|| header("host")) {
-            Some(host) if host.bytes().all(|b| b.is_ascii_graphic()) => format!("{proto}://{host}{path}"),
-            _ => path.to_owned(),
-        }
+        SentTo::from_headers(headers).link(self.public_url.as_ref(), path)
     }
 
     /// The upload `id` for the signed-in account: 404 if unknown, 403 if another account's.
