@@ -3,9 +3,10 @@
 (@tus/server with its file store), with the same client on the same machine.
 
 The client is one keep-alive HTTP connection (`http.client`) sending PATCHes of `--chunk` bytes from
-memory, so the servers, not the client's disk or its HTTP library, set the pace. Each server runs in its own process with a fresh data
-directory on the same disk; its peak resident memory (VmHWM) is read when the upload is done. Sizes are
-run in turn, so "memory flat in the file size" shows as equal peaks for the small and the large file.
+memory, so the servers, not the client's disk or its HTTP library, set the pace. Each server runs in its
+own process with a fresh data directory on the same disk; its peak resident memory (VmHWM) is read when
+the upload is done. Sizes are run in turn, so "memory flat in the file size" shows as equal peaks for the
+small and the large file.
 
     tests/bench/tus_upload.py [--bin target/release/streamgate-local] [--sizes-mib 256,1024]
                               [--chunk-mib 5] [--runs 3]
@@ -80,15 +81,15 @@ def upload(endpoint: str, headers: dict, size: int, chunk: bytes) -> float:
     metadata = "filename " + base64.b64encode(b"bench.mp4").decode()
     tus = {"Tus-Resumable": "1.0.0"} | headers
 
-    def call(method: str, path: str, body=None, extra=None) -> http.client.HTTPResponse:
+    def call(method: str, path: str, expected: int, body=None, extra=None) -> http.client.HTTPResponse:
         connection.request(method, path, body=body, headers=tus | (extra or {}))
         answer = connection.getresponse()
-        answer.read()
+        text = answer.read()
+        assert answer.status == expected, (answer.status, text[:2000])
         return answer
 
     started = time.perf_counter()
-    created = call("POST", target.path, extra={"Upload-Length": str(size), "Upload-Metadata": metadata})
-    assert created.status == 201, created.status
+    created = call("POST", target.path, 201, extra={"Upload-Length": str(size), "Upload-Metadata": metadata})
     location = urlsplit(urljoin(endpoint, created.headers["location"])).path
     offset = 0
     view = memoryview(chunk)
@@ -97,10 +98,10 @@ def upload(endpoint: str, headers: dict, size: int, chunk: bytes) -> float:
         answer = call(
             "PATCH",
             location,
+            204,
             body=body,
             extra={"Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
         )
-        assert answer.status == 204, answer.status
         offset = int(answer.headers["upload-offset"])
     elapsed = time.perf_counter() - started
     connection.close()
