@@ -3,6 +3,7 @@
 //! Format log lines on Lambda.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -32,8 +33,15 @@ pub fn init_tracing(format: LogFormat) {
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often the Prometheus recorder's histograms are drained when nobody scrapes `/metrics`.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Installs the Prometheus recorder once and returns its handle, which renders `/metrics`. When another
 /// recorder is already installed (the EMF one on Lambda), the handle renders an empty page.
+///
+/// The recorder keeps every histogram sample (each request's duration) until they are drained into the
+/// buckets, which a scrape does; a server nobody scrapes would grow by every request it answers. So a
+/// thread of its own drains them every [`UPKEEP_INTERVAL`], as the exporter's own HTTP listener would.
 pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
@@ -43,7 +51,20 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
         let handle = recorder.handle();
-        drop(metrics::set_global_recorder(recorder));
+        if metrics::set_global_recorder(recorder).is_ok() {
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::warn!(error = %err, "no metrics upkeep thread: histograms are drained by scrapes alone");
+            }
+        }
         handle
     })
 }
