@@ -8,14 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::{Router, ServiceExt};
+use axum::Router;
 use common::adapters::local::blob_routes;
 use common::config::{Backend, Config};
 use common::events::{Event, EventHandler};
 use common::platform::{LocalParts, Ports};
 use common::queue::Queue;
-use common::runtime::{FunctionInfo, MetricsRoute, QueueWorker, Retry, http_app};
+use common::runtime::{FunctionInfo, MetricsRoute, QueueWorker, Retry, http_app, serve};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -79,12 +78,10 @@ impl LocalServer {
         let app = http_app(info, routes, MetricsRoute::Prometheus(common::telemetry::prometheus()));
         let mut http_stopped = stopped.clone();
         tasks.spawn(async move {
-            let serve = axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(
-                async move {
-                    drop(http_stopped.wait_for(|stop| *stop).await);
-                },
-            );
-            if let Err(err) = serve.await {
+            let stopping = async move {
+                drop(http_stopped.wait_for(|stop| *stop).await);
+            };
+            if let Err(err) = serve(listener, app, stopping).await {
                 tracing::error!(error = %err, "the HTTP server stopped");
             }
         });

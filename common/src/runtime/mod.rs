@@ -7,18 +7,17 @@
 mod cloudevents;
 mod http;
 mod lambda;
+mod server;
 mod worker;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use axum::ServiceExt;
-use axum::extract::Request;
-
 pub use self::cloudevents::event_router;
 pub use self::http::{Health, HttpApp, MetricsRoute, http_app};
 pub use self::lambda::handle_lambda_event;
+pub use self::server::{DRAIN_LIMIT, HEADER_READ_TIMEOUT, READ_BUFFER, serve};
 pub use self::worker::{QueueWorker, Retry};
 
 use crate::config::{Config, EXIT_CONFIG};
@@ -126,10 +125,7 @@ async fn serve_on_port(info: FunctionInfo, port: u16, app: HttpApp) -> ExitCode 
         Err(err) => fail_start(info, &format!("cannot listen on {addr}"), &err),
     };
     tracing::info!(function = info.name, %addr, "serving");
-    match axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-    {
+    match serve(listener, app, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!(function = info.name, "drained; stopping");
             ExitCode::SUCCESS
