@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -15,12 +16,9 @@ use axum::routing::get;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
-use tower::ServiceBuilder;
+use tower::Layer;
 use tower::util::BoxCloneSyncService;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 use super::FunctionInfo;
 use crate::problem::{ApiError, method_not_allowed, not_found_fallback};
@@ -67,26 +65,11 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ht
         .method_not_allowed_fallback(|| async { method_not_allowed() })
         .fallback(not_found_fallback)
         .route_layer(RouteLabelLayer);
-    let service = ServiceBuilder::new()
-        .map_response(security_headers)
-        .layer(PreflightCors(cors()))
-        // The tracing and panic layers wrap the body; the layers above take axum's.
-        .map_response(IntoResponse::into_response)
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get(&REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
-        }))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal(&"a request handler panicked").into_response()
-        }))
-        .layer(RecordRequestLayer(Arc::new(RequestMetrics::new(info.name))))
-        .service(app);
+    let service = Edge {
+        inner: PreflightCors(cors()).layer(app),
+        ids: RequestIds::new(),
+        metrics: Arc::new(RequestMetrics::new(info.name)),
+    };
     BoxCloneSyncService::new(service)
 }
 
@@ -105,15 +88,13 @@ const SECURITY_HEADERS: [(HeaderName, HeaderValue); 5] = [
     (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
 ];
 
-/// Adds [`SECURITY_HEADERS`] in one step (one layer, not one per header).
-fn security_headers(mut response: Response) -> Response {
-    let headers = response.headers_mut();
+/// Adds [`SECURITY_HEADERS`] a handler did not set itself.
+fn add_security_headers(headers: &mut http::HeaderMap) {
     for (name, value) in SECURITY_HEADERS {
         if let http::header::Entry::Vacant(entry) = headers.entry(name) {
             entry.insert(value);
         }
     }
-    response
 }
 
 /// Request ids for requests that come without one: a random number drawn once per process, then a
@@ -131,17 +112,18 @@ impl RequestIds {
             next: Arc::new(AtomicU64::new(0)),
         }
     }
-}
 
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _: &http::Request<B>) -> Option<RequestId> {
+    fn next(&self) -> HeaderValue {
         let number = self.next.fetch_add(1, Ordering::Relaxed);
         let mut raw = [0u8; 16];
         raw[..8].copy_from_slice(&self.process.to_be_bytes());
         raw[8..].copy_from_slice(&number.to_be_bytes());
         let mut id = [0u8; 32];
-        alloy_primitives::hex::encode_to_slice(raw, &mut id).ok()?;
-        HeaderValue::from_bytes(&id).ok().map(RequestId::new)
+        // Sixteen bytes always fit in 32 hex digits, which are always a valid header value.
+        match alloy_primitives::hex::encode_to_slice(raw, &mut id) {
+            Ok(()) => HeaderValue::from_bytes(&id).unwrap_or(HeaderValue::from_static("0")),
+            Err(_) => HeaderValue::from_static("0"),
+        }
     }
 }
 
@@ -198,6 +180,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
+        // The layers outside add up to eight headers (CORS, request id, security): room for them at once.
+        response.headers_mut().reserve(8);
         if let Some(route) = this.route.take() {
             response.extensions_mut().insert(route);
         }
@@ -270,76 +254,118 @@ impl RequestMetrics {
     }
 }
 
+/// What every request passes through around the routes, in one service rather than a stack of
+/// layers (each of which would be cloned per request and wrap the answer's future once more): a request
+/// id (the caller's `X-Request-Id`, else a fresh one) on the request and its answer, a `request` span,
+/// a problem answer for a panicking handler, the request metrics and the security headers.
 #[derive(Clone)]
-struct RecordRequestLayer(Arc<RequestMetrics>);
-
-impl<S> tower::Layer<S> for RecordRequestLayer {
-    type Service = RecordRequest<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RecordRequest {
-            inner,
-            metrics: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-struct RecordRequest<S> {
+struct Edge<S> {
     inner: S,
+    ids: RequestIds,
     metrics: Arc<RequestMetrics>,
 }
 
-impl<S> tower::Service<Request> for RecordRequest<S>
+impl<S> tower::Service<Request> for Edge<S>
 where
-    S: tower::Service<Request, Response = Response>,
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
 {
     type Response = Response;
-    type Error = S::Error;
-    type Future = RecordedFuture<S::Future>;
+    type Error = Infallible;
+    type Future = EdgeFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let request_id = match request.headers().get(&REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = self.ids.next();
+                request.headers_mut().insert(REQUEST_ID, id.clone());
+                id
+            }
+        };
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = request_id.to_str().unwrap_or(""),
+        );
         let method = request.method().clone();
-        RecordedFuture {
-            inner: self.inner.call(request),
-            metrics: self.metrics.clone(),
+        // Preflights are answered by the CORS layer, before any route.
+        let unrouted =
+            match method == Method::OPTIONS && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+                true => "preflight",
+                false => "unmatched",
+            };
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        EdgeFuture {
+            inner,
+            span,
+            request_id,
             method,
+            unrouted,
             started: Instant::now(),
+            metrics: self.metrics.clone(),
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    struct RecordedFuture<F> {
+    struct EdgeFuture<F> {
         #[pin]
         inner: F,
-        metrics: Arc<RequestMetrics>,
+        span: tracing::Span,
+        request_id: HeaderValue,
         method: Method,
+        // The route label of requests no route took.
+        unrouted: &'static str,
         started: Instant,
+        metrics: Arc<RequestMetrics>,
     }
 }
 
-impl<F, E> Future for RecordedFuture<F>
+impl<F> Future for EdgeFuture<F>
 where
-    F: Future<Output = Result<Response, E>>,
+    F: Future<Output = Result<Response, Infallible>>,
 {
-    type Output = Result<Response, E>;
+    type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut response = std::task::ready!(this.inner.poll(cx))?;
-        // The layers outside add about a dozen headers (security, CORS, request id): room for them at once.
-        response.headers_mut().reserve(12);
+        let (inner, span) = (this.inner, &*this.span);
+        let polled = {
+            let _entered = span.enter();
+            // A panicking handler is never polled again: its answer is the problem below.
+            std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
+        };
+        let mut response = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(Ok(response))) => response,
+            Ok(Poll::Ready(Err(never))) => match never {},
+            Err(_) => ApiError::internal(&"a request handler panicked").into_response(),
+        };
+        let elapsed = this.started.elapsed();
+        let status = response.status();
         let route = response
             .extensions()
             .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str);
-        this.metrics
-            .record(route, this.method, response.status().as_u16(), this.started.elapsed());
+            .map_or(*this.unrouted, MatchedPath::as_str);
+        this.metrics.record(route, this.method, status.as_u16(), elapsed);
+        if status.is_server_error() {
+            tracing::error!(parent: span, status = status.as_u16(), latency = ?elapsed, "request failed");
+        } else {
+            tracing::debug!(parent: span, status = status.as_u16(), latency = ?elapsed, "answered");
+        }
+        let headers = response.headers_mut();
+        if !headers.contains_key(&REQUEST_ID) {
+            headers.insert(REQUEST_ID, this.request_id.clone());
+        }
+        add_security_headers(headers);
         Poll::Ready(Ok(response))
     }
 }
@@ -503,6 +529,7 @@ mod tests {
         let response = app.clone().oneshot(preflight).await.expect("infallible");
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["access-control-allow-origin"], "*");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
         assert!(!response.headers().contains_key("x-capabilities"));
 
         let plain = Request::options("/things").body(Body::empty()).expect("request");
@@ -541,6 +568,12 @@ mod tests {
                     let request = Request::get(path).body(Body::empty()).expect("request");
                     app.clone().oneshot(request).await.expect("infallible");
                 }
+                let preflight = Request::options("/things/1")
+                    .header("origin", "https://player.example")
+                    .header("access-control-request-method", "GET")
+                    .body(Body::empty())
+                    .expect("request");
+                app.clone().oneshot(preflight).await.expect("infallible");
                 let request = Request::post("/things/3").body(Body::empty()).expect("request");
                 app.clone().oneshot(request).await.expect("infallible");
             });
@@ -565,6 +598,11 @@ mod tests {
             "{text}"
         );
         assert_eq!(count(&labels("unmatched", "GET", 404)).as_deref(), Some("1"), "{text}");
+        assert_eq!(
+            count(&labels("preflight", "OPTIONS", 200)).as_deref(),
+            Some("1"),
+            "{text}"
+        );
         assert!(
             text.contains(r#"streamgate_http_request_duration_seconds_count{function="api-test",route="/things/{id}",method="GET"} 2"#),
             "{text}"
@@ -599,6 +637,16 @@ mod tests {
         ] {
             assert_eq!(response.headers()[name], value, "{name}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_callers_request_id_is_kept() {
+        let request = Request::get("/healthz")
+            .header("x-request-id", "trace-me-42")
+            .body(Body::empty())
+            .expect("request");
+        let response = app().oneshot(request).await.expect("infallible");
+        assert_eq!(response.headers()["x-request-id"], "trace-me-42");
     }
 
     #[tokio::test]
