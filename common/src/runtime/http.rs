@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, Ready};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,12 +13,11 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::future::Either;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
-use tower::Layer;
 use tower::util::BoxCloneSyncService;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::FunctionInfo;
 use crate::problem::{ApiError, method_not_allowed, not_found_fallback};
@@ -66,7 +65,7 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ht
         .fallback(not_found_fallback)
         .route_layer(RouteLabelLayer);
     let service = Edge {
-        inner: PreflightCors(cors()).layer(app),
+        inner: app,
         ids: RequestIds::new(),
         metrics: Arc::new(RequestMetrics::new(info.name)),
     };
@@ -257,7 +256,7 @@ impl RequestMetrics {
 /// What every request passes through around the routes, in one service rather than a stack of
 /// layers (each of which would be cloned per request and wrap the answer's future once more): a request
 /// id (the caller's `X-Request-Id`, else a fresh one) on the request and its answer, a `request` span,
-/// a problem answer for a panicking handler, the request metrics and the security headers.
+/// a problem answer for a panicking handler, the request metrics, CORS and the security headers.
 #[derive(Clone)]
 struct Edge<S> {
     inner: S,
@@ -271,7 +270,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = EdgeFuture<S::Future>;
+    type Future = EdgeFuture<Either<S::Future, Ready<Result<Response, Infallible>>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -293,22 +292,20 @@ where
             request_id = request_id.to_str().unwrap_or(""),
         );
         let method = request.method().clone();
-        // Preflights are answered by the CORS layer, before any route.
-        let unrouted =
-            match method == Method::OPTIONS && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
-                true => "preflight",
-                false => "unmatched",
-            };
-        let inner = {
-            let _entered = span.enter();
-            self.inner.call(request)
+        let preflight = is_preflight(&request);
+        let inner = match preflight {
+            true => Either::Right(std::future::ready(Ok(preflight_answer()))),
+            false => {
+                let _entered = span.enter();
+                Either::Left(self.inner.call(request))
+            }
         };
         EdgeFuture {
             inner,
             span,
             request_id,
             method,
-            unrouted,
+            preflight,
             started: Instant::now(),
             metrics: self.metrics.clone(),
         }
@@ -322,8 +319,7 @@ pin_project_lite::pin_project! {
         span: tracing::Span,
         request_id: HeaderValue,
         method: Method,
-        // The route label of requests no route took.
-        unrouted: &'static str,
+        preflight: bool,
         started: Instant,
         metrics: Arc<RequestMetrics>,
     }
@@ -351,10 +347,10 @@ where
         };
         let elapsed = this.started.elapsed();
         let status = response.status();
-        let route = response
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or(*this.unrouted, MatchedPath::as_str);
+        let route = response.extensions().get::<MatchedPath>().map_or(
+            if *this.preflight { "preflight" } else { "unmatched" },
+            MatchedPath::as_str,
+        );
         this.metrics.record(route, this.method, status.as_u16(), elapsed);
         if status.is_server_error() {
             tracing::error!(parent: span, status = status.as_u16(), latency = ?elapsed, "request failed");
@@ -365,111 +361,52 @@ where
         if !headers.contains_key(&REQUEST_ID) {
             headers.insert(REQUEST_ID, this.request_id.clone());
         }
+        if !*this.preflight {
+            add_cors_headers(headers);
+        }
         add_security_headers(headers);
         Poll::Ready(Ok(response))
     }
 }
 
-/// CORS for every request but an `OPTIONS` that is not a preflight (it has no
-/// `Access-Control-Request-Method`): that one reaches the routes, as tus clients discover a server's
-/// capabilities with it. (`tower_http`'s layer answers every `OPTIONS` itself.)
-#[derive(Clone)]
-struct PreflightCors(CorsLayer);
+/// CORS. Players and upload clients run on other origins and send bearer tokens, never cookies, so any
+/// origin may call; the tus and playback headers are allowed and exposed. No answer depends on the
+/// request's origin or headers (any origin, fixed lists), so there is no `Vary`.
+const ALLOW_ORIGIN: HeaderValue = HeaderValue::from_static("*");
+const ALLOW_METHODS: HeaderValue = HeaderValue::from_static("GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS");
+const ALLOW_HEADERS: HeaderValue = HeaderValue::from_static(
+    "authorization,content-type,x-request-id,tus-resumable,upload-length,upload-offset,upload-metadata,\
+     upload-checksum,upload-defer-length,upload-concat,x-http-method-override,range",
+);
+const EXPOSE_HEADERS: HeaderValue = HeaderValue::from_static(
+    "location,etag,x-request-id,tus-resumable,tus-version,tus-extension,tus-max-size,tus-checksum-algorithm,\
+     upload-offset,upload-length,upload-metadata,upload-expires,streamgate-max-chunk-size,content-range,\
+     accept-ranges",
+);
+/// How long browsers may keep a preflight's answer.
+const PREFLIGHT_MAX_AGE: HeaderValue = HeaderValue::from_static("3600");
 
-impl<S: Clone> tower::Layer<S> for PreflightCors {
-    type Service = PreflightCorsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        PreflightCorsService {
-            cors: self.0.layer(inner.clone()),
-            plain: inner,
-        }
-    }
+/// A CORS preflight (an `OPTIONS` with `Access-Control-Request-Method`) is answered here, before any
+/// route; a plain `OPTIONS` reaches the routes, as tus clients discover a server's capabilities with it.
+fn is_preflight(request: &Request) -> bool {
+    request.method() == Method::OPTIONS && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
-#[derive(Clone)]
-struct PreflightCorsService<S> {
-    cors: tower_http::cors::Cors<S>,
-    plain: S,
+fn preflight_answer() -> Response {
+    let mut response = Response::default();
+    let headers = response.headers_mut();
+    headers.reserve(10);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW_ORIGIN);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS);
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE);
+    response
 }
 
-impl<S, B, R> tower::Service<http::Request<B>> for PreflightCorsService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
-    R: Default,
-{
-    type Response = http::Response<R>;
-    type Error = S::Error;
-    type Future =
-        futures::future::Either<S::Future, <tower_http::cors::Cors<S> as tower::Service<http::Request<B>>>::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Either may take the request, so both must be ready.
-        std::task::ready!(self.plain.poll_ready(cx))?;
-        self.cors.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let plain_options = request.method() == Method::OPTIONS
-            && !request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-        if plain_options {
-            futures::future::Either::Left(self.plain.call(request))
-        } else {
-            futures::future::Either::Right(self.cors.call(request))
-        }
-    }
-}
-
-/// Players and upload clients run on other origins and send bearer tokens, never cookies, so any origin
-/// may call; the tus and playback headers are allowed and exposed.
-fn cors() -> CorsLayer {
-    let allow = [
-        "authorization",
-        "content-type",
-        "x-request-id",
-        "tus-resumable",
-        "upload-length",
-        "upload-offset",
-        "upload-metadata",
-        "upload-checksum",
-        "upload-defer-length",
-        "upload-concat",
-        "x-http-method-override",
-        "range",
-    ];
-    let expose = [
-        "location",
-        "etag",
-        "x-request-id",
-        "tus-resumable",
-        "tus-version",
-        "tus-extension",
-        "tus-max-size",
-        "tus-checksum-algorithm",
-        "upload-offset",
-        "upload-length",
-        "upload-metadata",
-        "upload-expires",
-        "streamgate-max-chunk-size",
-        "content-range",
-        "accept-ranges",
-    ];
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::any())
-        .allow_methods([
-            Method::GET,
-            Method::HEAD,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
-        .allow_headers(allow.map(HeaderName::from_static))
-        .expose_headers(expose.map(HeaderName::from_static))
-        .max_age(Duration::from_secs(3600))
-        // No answer depends on the request's origin or headers (any origin, fixed lists), so no `Vary`.
-        .vary([] as [HeaderName; 0])
+/// The CORS headers of every other answer.
+fn add_cors_headers(headers: &mut http::HeaderMap) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, ALLOW_ORIGIN);
+    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
 }
 
 async fn render_metrics(State(handle): State<&'static PrometheusHandle>) -> impl IntoResponse {
