@@ -179,7 +179,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
-        // The layers outside add up to eight headers (CORS, request id, security): room for them at once.
+        // Edge adds up to eight headers (CORS, request id, security): room for them at once.
         response.headers_mut().reserve(8);
         if let Some(route) = this.route.take() {
             response.extensions_mut().insert(route);
