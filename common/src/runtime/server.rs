@@ -177,6 +177,17 @@ mod tests {
         }
     }
 
+    /// A connection whose `GET /slow` the server is answering.
+    async fn slow_request_under_way(server: &Running) -> TcpStream {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        stream
+            .write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stream
+    }
+
     #[tokio::test]
     async fn one_connection_carries_several_requests() {
         let server = start(Duration::from_secs(5), Duration::from_secs(5)).await;
@@ -219,12 +230,7 @@ mod tests {
     #[tokio::test]
     async fn stopping_finishes_requests_under_way_and_closes_the_listener() {
         let server = start(Duration::from_secs(5), Duration::from_secs(5)).await;
-        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
-        stream
-            .write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
-            .await
-            .expect("write");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut stream = slow_request_under_way(&server).await;
         server.stop.send(()).expect("stop");
         let text = answer(&mut stream).await;
         assert!(text.starts_with("HTTP/1.1 200 OK") && text.ends_with("done"), "{text}");
@@ -235,12 +241,7 @@ mod tests {
     #[tokio::test]
     async fn the_drain_has_a_limit() {
         let server = start(Duration::from_secs(5), Duration::from_millis(100)).await;
-        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
-        stream
-            .write_all(b"GET /slow HTTP/1.1\r\nhost: test\r\n\r\n")
-            .await
-            .expect("write");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _stream = slow_request_under_way(&server).await;
         let started = Instant::now();
         server.stop.send(()).expect("stop");
         server.served.await.expect("join").expect("served");
