@@ -81,9 +81,7 @@ impl LocalServer {
             let stopping = async move {
                 drop(http_stopped.wait_for(|stop| *stop).await);
             };
-            if let Err(err) = serve(listener, app, stopping).await {
-                tracing::error!(error = %err, "the HTTP server stopped");
-            }
+            serve(listener, app, stopping).await;
         });
         spawn_workers(&mut tasks, &config, &ports, &local, &stopped);
         spawn_schedules(&mut tasks, &config, &ports, &stopped);

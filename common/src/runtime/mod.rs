@@ -125,13 +125,9 @@ async fn serve_on_port(info: FunctionInfo, port: u16, app: HttpApp) -> ExitCode 
         Err(err) => fail_start(info, &format!("cannot listen on {addr}"), &err),
     };
     tracing::info!(function = info.name, %addr, "serving");
-    match serve(listener, app, shutdown_signal()).await {
-        Ok(()) => {
-            tracing::info!(function = info.name, "drained; stopping");
-            ExitCode::SUCCESS
-        }
-        Err(err) => fail_start(info, "the server stopped", &err),
-    }
+    serve(listener, app, shutdown_signal()).await;
+    tracing::info!(function = info.name, "drained; stopping");
+    ExitCode::SUCCESS
 }
 
 /// Resolves on SIGTERM (Knative, Kubernetes) or Ctrl-C.
