@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub use self::cloudevents::event_router;
 pub use self::http::{Health, HttpApp, MetricsRoute, http_app};
 pub use self::lambda::handle_lambda_event;
-pub use self::server::{DRAIN_LIMIT, HEADER_READ_TIMEOUT, READ_BUFFER, serve};
+pub use self::server::{DRAIN_LIMIT, IDLE_TIMEOUT, READ_BUFFER, serve};
 pub use self::worker::{QueueWorker, Retry};
 
 use crate::config::{Config, EXIT_CONFIG};
