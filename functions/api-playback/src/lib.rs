@@ -191,8 +191,14 @@ fn chain_unavailable() -> ApiError {
 /// whole seconds as the URLs' token has it. Every URL is `base` and a fixed path, so `base` is escaped
 /// once and the answer written in one buffer.
 fn playback_json(base: &str, encrypted: bool, expires_at: DateTime<Utc>) -> Result<Vec<u8>, serde_json::Error> {
-    let quoted = serde_json::to_string(base)?;
-    let escaped = &quoted[1..quoted.len() - 1];
+    // JSON escapes only quotes, backslashes and control characters, which a URL rarely has.
+    let quoted;
+    let escaped = if base.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        quoted = serde_json::to_string(base)?;
+        &quoted[1..quoted.len() - 1]
+    } else {
+        base
+    };
     let urls = [
         ("hls", "/master.m3u8", true),
         ("dash", "/manifest.mpd", true),
@@ -376,6 +382,7 @@ mod tests {
         for (base, encrypted) in [
             ("http://127.0.0.1:8080/v1/media/t/v", true),
             ("http://a\"b\\c/v1/media/t/v", false),
+            ("http://a\u{1}b/v1/media/t/v", true),
         ] {
             let body = playback_json(base, encrypted, at).expect("json");
             let mut expected = json!({
