@@ -15,6 +15,11 @@ hello-world's peak (the throughput goal's load, which leaves playback little hea
 The request each run makes is the whole playback call: Bearer session check, video and account records,
 the rule evaluated on the viewer's wallets' cached holdings, and freshly signed URLs.
 
+At a fixed rate oha releases its requests on tokio's 1 ms timer, so the load arrives as a burst of
+rate/1000 requests every millisecond, and the p99 is how long the last of a burst waits while the server
+and oha share the 2 cores: it grows with the server's CPU time per request and with the rate, which is set
+by the hello-world's peak and so moves with the machine's state.
+
 The peak rates are measured in `--rounds` rounds, the hello-world then playback in each, and the ratio is
 the median of the rounds' ratios: on a small shared machine one server's rate swings by a fifth from run
 to run, which a single pair of runs would report as a change.
