@@ -9,7 +9,7 @@
 //!
 //! The idle limit is kept by one watchdog per connection, which looks every third of the limit whether a
 //! request arrived or is being answered. hyper's own `header_read_timeout` would do it with a timer set
-//! and cancelled for every request, which costs a warm playback request a few per cent of its time.
+//! and cancelled for every request, about 2 % of a warm playback request's instructions.
 
 use std::convert::Infallible;
 use std::future::Future;
