@@ -114,22 +114,23 @@ fn is_connection_error(err: &io::Error) -> bool {
 /// What a connection's requests tell its watchdog.
 #[derive(Default)]
 struct Activity {
-    /// Requests received so far: a change between two looks means one arrived.
-    received: AtomicU64,
+    /// Requests received plus answers finished: a change between two looks means one of them happened.
+    events: AtomicU64,
     /// Requests received whose answer has not been sent in full.
     open: AtomicUsize,
 }
 
-/// Completes once the connection has had no request under way for `limit`, give or take a third of it.
+/// Completes once the connection has had no request under way for `limit` to `limit` and a third: each
+/// look, a third of the limit apart, that saw nothing happen and nothing under way counts.
 async fn idle(activity: &Activity, limit: Duration) {
     const LOOKS: u32 = 3;
-    let mut seen = activity.received.load(Ordering::Relaxed);
+    let mut seen = activity.events.load(Ordering::Relaxed);
     let mut quiet = 0;
     while quiet < LOOKS {
         tokio::time::sleep(limit / LOOKS).await;
-        let received = activity.received.load(Ordering::Relaxed);
-        if received != seen || activity.open.load(Ordering::Relaxed) > 0 {
-            seen = received;
+        let events = activity.events.load(Ordering::Relaxed);
+        if events != seen || activity.open.load(Ordering::Relaxed) > 0 {
+            seen = events;
             quiet = 0;
         } else {
             quiet += 1;
@@ -143,7 +144,7 @@ struct Open(Arc<Activity>);
 
 impl Open {
     fn new(activity: &Arc<Activity>) -> Self {
-        activity.received.fetch_add(1, Ordering::Relaxed);
+        activity.events.fetch_add(1, Ordering::Relaxed);
         activity.open.fetch_add(1, Ordering::Relaxed);
         Self(activity.clone())
     }
@@ -152,6 +153,7 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.events.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -359,7 +361,7 @@ mod tests {
         let (text, closed) = until_closed(&mut stream).await;
         assert!(text.is_empty(), "{text}");
         assert!(
-            closed - answered >= Duration::from_millis(200),
+            closed - answered >= Duration::from_millis(300),
             "{:?}",
             closed - answered
         );
