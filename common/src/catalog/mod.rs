@@ -9,7 +9,7 @@ pub mod search;
 pub mod text;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,6 +20,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::access::{AccessFault, Rule};
+use crate::chains::Chains;
 use crate::ids::VideoId;
 use crate::store::{Condition, Cursor, Item, Query, Store, StoreError};
 use search::{Hit, Position};
@@ -87,7 +89,8 @@ pub struct Video {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub renditions: Vec<Rendition>,
-    pub access: Value,
+    /// The access rule as stored (canonical JSON); see [`Video::access`] and [`Video::set_access`].
+    access: Value,
     pub cid: Option<String>,
     /// Whether an AES-128 encrypted HLS copy exists beside the clear stream (gated videos), its key
     /// served at `/v1/keys/{id}` under the video's access rule.
@@ -98,6 +101,32 @@ pub struct Video {
     pub source: Option<Source>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// `access` as a rule, once [`Video::rule`] has parsed it.
+    #[serde(skip)]
+    parsed_access: ParsedAccess,
+}
+
+/// A video's access rule as parsed. Copies of the cell start empty, [`Video::set_access`] empties it,
+/// and it takes no part in comparing videos.
+#[derive(Default)]
+struct ParsedAccess(OnceLock<Result<Arc<Rule>, AccessFault>>);
+
+impl Clone for ParsedAccess {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for ParsedAccess {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ParsedAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParsedAccess(..)")
+    }
 }
 
 impl Video {
@@ -123,12 +152,34 @@ impl Video {
             source: None,
             created_at: now,
             updated_at: now,
+            parsed_access: ParsedAccess::default(),
         }
     }
 
     /// Whether anyone may play the video, signed in or not (`access` is `{"type":"public"}`).
     pub fn is_public(&self) -> bool {
         self.access.get("type").and_then(Value::as_str) == Some("public")
+    }
+
+    /// The access rule, as stored ([`Rule::parse_stored`] against `chains`, this installation's, which
+    /// stay the same while it runs). Parsed once for all who share this record: the read cache hands the
+    /// same shared record to every request for the video.
+    pub fn rule(&self, chains: &Chains) -> Result<Arc<Rule>, AccessFault> {
+        self.parsed_access
+            .0
+            .get_or_init(|| Rule::parse_stored(&self.access, chains).map(Arc::new))
+            .clone()
+    }
+
+    /// The access rule as stored: canonical JSON (`Access` in the public contract).
+    pub fn access(&self) -> &Value {
+        &self.access
+    }
+
+    /// Gives the video a new access rule, in canonical form ([`Rule::to_json`]).
+    pub fn set_access(&mut self, access: Value) {
+        self.access = access;
+        self.parsed_access = ParsedAccess::default();
     }
 
     /// The search terms the video is listed under: those of its text once it is ready, none before.
@@ -531,5 +582,37 @@ impl Videos {
             Some(p) => *score < p.score || (*score == p.score && video.id < p.after),
         };
         Ok(scored.into_iter().filter(after).take(want).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_changed_access_rule_is_parsed_again() {
+        let chains = Chains::from_vars([("STREAMGATE_RPC_31337", "http://127.0.0.1:8545")]).expect("chains");
+        let mut video = Video::new(VideoId::generate(), "0x0000000000000000000000000000000000000001");
+        assert!(video.rule(&chains).expect("public").is_public());
+        let gated = json!({
+            "type": "token",
+            "chainId": 31337,
+            "contract": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+            "standard": "erc721",
+            "minBalance": "1",
+        });
+        video.set_access(gated.clone());
+        let rule = video.rule(&chains).expect("gated");
+        assert!(!rule.is_public());
+        assert_eq!(rule.to_json(), gated, "the rule of the new access");
+        assert!(
+            video.clone().rule(&chains).is_ok_and(|copy| copy == rule),
+            "copies parse the same rule"
+        );
+
+        video.set_access(json!({"type": "token", "chainId": 1, "contract": gated["contract"], "standard": "erc721"}));
+        assert!(video.rule(&chains).is_err(), "chain 1 is not configured here");
     }
 }

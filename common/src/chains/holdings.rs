@@ -262,12 +262,13 @@ impl Holdings {
 
     /// Whether `wallets` together satisfy `rule`.
     pub async fn evaluate(&self, rule: &Rule, wallets: &[Address]) -> Verdict {
+        // The usual rule, one token condition, is decided on its holding alone, without a table.
+        if let Rule::Token(only) = rule {
+            let amount = self.held(only, wallets).await;
+            return rule.decide(&|_| amount.clone());
+        }
         let conditions = rule.conditions();
-        // One condition (the usual rule) is awaited as it is, without join_all's allocations.
-        let amounts = match conditions.as_slice() {
-            [only] => vec![self.held(only, wallets).await],
-            _ => join_all(conditions.iter().map(|c| self.held(c, wallets))).await,
-        };
+        let amounts = join_all(conditions.iter().map(|c| self.held(c, wallets))).await;
         let table: Vec<_> = conditions.into_iter().zip(amounts).collect();
         rule.decide(&|condition| {
             table
@@ -281,17 +282,19 @@ impl Holdings {
     /// What `wallets` hold together of the condition's token. When some holdings could not be read, the
     /// sum of the others answers only if it already reaches the condition's minimum.
     pub async fn held(&self, condition: &TokenCondition, wallets: &[Address]) -> Result<U256, ChainError> {
-        let holdings = match wallets {
-            [only] => vec![self.holding(HoldingKey::new(condition, *only)).await],
-            _ => join_all(wallets.iter().map(|&w| self.holding(HoldingKey::new(condition, w)))).await,
-        };
         let mut total = U256::ZERO;
         let mut failure = None;
-        for holding in holdings {
-            match holding {
-                Ok(amount) => total = total.saturating_add(amount),
-                Err(err) => failure = failure.or(Some(err)),
-            }
+        let mut add = |holding: Result<U256, ChainError>| match holding {
+            Ok(amount) => total = total.saturating_add(amount),
+            Err(err) => failure = failure.take().or(Some(err)),
+        };
+        match wallets {
+            // One wallet (the usual account) is awaited as it is, without join_all's allocations.
+            [only] => add(self.holding(HoldingKey::new(condition, *only)).await),
+            _ => join_all(wallets.iter().map(|&w| self.holding(HoldingKey::new(condition, w))))
+                .await
+                .into_iter()
+                .for_each(add),
         }
         match failure {
             Some(err) if total < condition.min_balance => Err(err),

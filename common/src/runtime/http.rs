@@ -17,16 +17,16 @@ use futures::future::Either;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
-use tower::util::BoxCloneSyncService;
 
 use super::FunctionInfo;
 use crate::problem::{ApiError, method_not_allowed, not_found_fallback};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// A function's HTTP surface: its routes inside the layers every StreamGate function has. It is cloned
-/// once per connection, never per request.
-pub type HttpApp = BoxCloneSyncService<Request, Response, Infallible>;
+/// A function's HTTP surface: its routes inside the layers every StreamGate function has. A concrete
+/// type rather than a boxed service: the server clones it for every request (three reference counts)
+/// and its answer's future is not boxed once more.
+pub type HttpApp = Edge<Router>;
 
 /// Whether the app serves `GET /metrics`.
 #[derive(Clone, Copy)]
@@ -64,12 +64,11 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ht
         .method_not_allowed_fallback(|| async { method_not_allowed() })
         .fallback(not_found_fallback)
         .route_layer(RouteLabelLayer);
-    let service = Edge {
+    Edge {
         inner: app,
         ids: RequestIds::new(),
         metrics: Arc::new(RequestMetrics::new(info.name)),
-    };
-    BoxCloneSyncService::new(service)
+    }
 }
 
 /// Security headers every answer carries, unless its handler chose its own.
@@ -258,7 +257,7 @@ impl RequestMetrics {
 /// id (the caller's `X-Request-Id`, else a fresh one) on the request and its answer, a `request` span,
 /// a problem answer for a panicking handler, the request metrics, CORS and the security headers.
 #[derive(Clone)]
-struct Edge<S> {
+pub struct Edge<S> {
     inner: S,
     ids: RequestIds,
     metrics: Arc<RequestMetrics>,
@@ -313,7 +312,8 @@ where
 }
 
 pin_project_lite::pin_project! {
-    struct EdgeFuture<F> {
+    /// The answer of [`Edge`] on its way.
+    pub struct EdgeFuture<F> {
         #[pin]
         inner: F,
         span: tracing::Span,

@@ -161,7 +161,7 @@ fn new_video(id: VideoId, owner: &Authenticated, details: metadata::Details) -> 
     video.title = details.title;
     video.description = details.description;
     if let Some(access) = details.access {
-        video.access = access;
+        video.set_access(access);
     }
     video
 }

@@ -86,7 +86,7 @@ impl Edit {
             video.title.clone(),
             video.description.clone(),
             video.tags.clone(),
-            video.access.clone(),
+            video.access().clone(),
         );
         if let Some(title) = &self.title {
             video.title.clone_from(title);
@@ -98,14 +98,14 @@ impl Edit {
             video.tags.clone_from(tags);
         }
         if let Some(access) = access {
-            video.access = access.clone();
+            video.set_access(access.clone());
         }
         before
             != (
                 video.title.clone(),
                 video.description.clone(),
                 video.tags.clone(),
-                video.access.clone(),
+                video.access().clone(),
             )
     }
 }
