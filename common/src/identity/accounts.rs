@@ -36,8 +36,14 @@ pub enum AccountError {
 #[serde(rename_all = "camelCase")]
 struct WalletLink {
     account: AccountId,
-    address: String,
+    /// Stored with its EIP-55 checksum; read once per stored link, then shared by every read of it.
+    #[serde(serialize_with = "checksummed")]
+    address: Address,
     linked_at: DateTime<Utc>,
+}
+
+fn checksummed<S: serde::Serializer>(address: &Address, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&address.to_checksum(None))
 }
 
 #[derive(Clone)]
@@ -107,7 +113,7 @@ impl Accounts {
     pub async fn link(&self, account: &AccountId, address: &Address) -> Result<(), AccountError> {
         let link = WalletLink {
             account: account.clone(),
-            address: address.to_checksum(None),
+            address: *address,
             linked_at: Utc::now(),
         };
         match self
@@ -146,12 +152,7 @@ impl Accounts {
             .await?;
         page.items
             .iter()
-            .map(|item| {
-                let link = item.record_shared::<WalletLink>()?;
-                link.address
-                    .parse()
-                    .map_err(|_| StoreError::InvalidItem("a stored address does not parse".into()))
-            })
+            .map(|item| Ok(item.record_shared::<WalletLink>()?.address))
             .collect()
     }
 
@@ -199,5 +200,25 @@ mod tests {
         let stranger = "0x0000000000000000000000000000000000000001";
         assert_eq!(accounts.account_of_text(stranger).await.expect("read"), None);
         assert_eq!(accounts.account_of_text("not an address").await.expect("read"), None);
+    }
+
+    #[tokio::test]
+    async fn links_are_stored_with_checksummed_addresses_and_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LocalStore::new(LocalDb::open(&dir.path().join("db")).expect("db")));
+        let accounts = Accounts::new(store.clone());
+        let wallet: Address = "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A".parse().expect("address");
+        let account = accounts.sign_in(&wallet).await.expect("sign in");
+
+        let stored = store
+            .get(&wallet_pk(&wallet), "link")
+            .await
+            .expect("read")
+            .expect("link");
+        assert_eq!(
+            stored.attrs.get("address"),
+            Some(&serde_json::json!(wallet.to_checksum(None)))
+        );
+        assert_eq!(accounts.wallets(&account).await.expect("wallets"), vec![wallet]);
     }
 }

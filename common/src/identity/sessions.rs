@@ -132,6 +132,14 @@ impl quick_cache::Weighter<Box<str>, Verified> for TokenLength {
 struct Verified {
     session: Arc<Session>,
     revoked_pk: Arc<str>,
+    /// The session's expiry in Unix milliseconds, compared with the clock without a calendar.
+    expires_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Bytes of verified tokens remembered at once (about 40,000 sessions of about 700 bytes).
@@ -192,11 +200,12 @@ impl Sessions {
             return Err(SessionError::Invalid);
         }
         let verified = match self.verified.get(token) {
-            Some(verified) if verified.session.expires_at > Utc::now() => verified,
+            Some(verified) if verified.expires_ms > now_ms() => verified,
             _ => {
                 let session = self.check_signature(token)?;
                 let verified = Verified {
                     revoked_pk: revoked_pk(&session.id).into(),
+                    expires_ms: session.expires_at.timestamp_millis(),
                     session: Arc::new(session),
                 };
                 self.verified.insert(token.into(), verified.clone());
