@@ -2,8 +2,11 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use url::Url;
+
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The scheme and host a request was sent to, as its client sees them behind any proxy: `https` when
 /// `X-Forwarded-Proto` says so, else `http`; `X-Forwarded-Host`, else `Host`, when it is printable ASCII.
@@ -17,12 +20,12 @@ pub struct SentTo {
 
 impl SentTo {
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let scheme = match headers.get("x-forwarded-proto").map(HeaderValue::as_bytes) {
+        let scheme = match headers.get(X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
             Some(b"https") => "https",
             _ => "http",
         };
         let host = headers
-            .get("x-forwarded-host")
+            .get(X_FORWARDED_HOST)
             .or_else(|| headers.get(header::HOST))
             .filter(|host| !host.is_empty() && host.as_bytes().iter().all(u8::is_ascii_graphic))
             .cloned();

@@ -23,7 +23,7 @@ use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use chrono::{DateTime, SecondsFormat, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use common::access::Verdict;
 use common::blobs::{BlobError, Blobs};
 use common::catalog::{Video, VideoStatus, Videos};
@@ -240,6 +240,16 @@ async fn playable(state: &AppState, id: &str, viewer: Option<&Authenticated>) ->
     Ok(video)
 }
 
+/// When URLs issued now for `ttl` expire, in whole seconds as their token carries it; from the clock
+/// in seconds, which costs less than reading it as a date.
+fn expiry(ttl: Duration) -> DateTime<Utc> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let at = i64::try_from(now.saturating_add(ttl).as_secs()).unwrap_or(i64::MAX);
+    DateTime::from_timestamp(at, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// `GET /v1/videos/{id}/playback`: signed, short-lived HLS and DASH URLs.
 async fn playback(
     State(state): State<AppState>,
@@ -249,9 +259,7 @@ async fn playback(
 ) -> Result<Response, ApiError> {
     let video = playable(&state, &id, viewer.as_ref()).await?;
     let id = &video.id;
-    // Whole seconds: the token carries no more.
-    let expires_at =
-        (Utc::now() + chrono::Duration::from_std(state.ttl).unwrap_or(chrono::Duration::minutes(5))).trunc_subsecs(0);
+    let expires_at = expiry(state.ttl);
     let base = media_base(&state, &sent_to, id, expires_at);
     GRANTS.increment(1);
     let body = playback_json(&base, video.encrypted_hls, expires_at).map_err(|e| ApiError::internal(&e))?;
