@@ -387,7 +387,7 @@ mod tests {
     use chrono::{TimeZone, Utc};
     use serde_json::json;
 
-    use super::playback_json;
+    use super::{expiry, playback_json};
 
     #[test]
     fn playback_answers_are_json_with_every_url_under_the_base() {
@@ -410,5 +410,23 @@ mod tests {
             assert_eq!(answer, expected);
             assert_eq!(answer["expiresAt"], "2027-01-15T08:00:00Z");
         }
+    }
+
+    #[test]
+    fn urls_expire_a_ttl_from_now_in_whole_seconds() {
+        let before = Utc::now().timestamp();
+        let at = expiry(std::time::Duration::from_millis(300_900));
+        let after = Utc::now().timestamp();
+        assert_eq!(at.timestamp_subsec_nanos(), 0);
+        // now + 300.9 s, rounded down: 300 or 301 s after the whole second it was read in.
+        assert!(
+            (before + 300..=after + 301).contains(&at.timestamp()),
+            "{at} vs {before}..{after}"
+        );
+        assert_eq!(
+            expiry(std::time::Duration::MAX),
+            chrono::DateTime::<Utc>::MAX_UTC,
+            "an absurd TTL does not wrap"
+        );
     }
 }
