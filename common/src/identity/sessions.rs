@@ -136,12 +136,6 @@ struct Verified {
     expires_ms: i64,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Bytes of verified tokens remembered at once (about 40,000 sessions of about 700 bytes).
 const VERIFIED_BYTES: u64 = 32 * 1024 * 1024;
 
@@ -200,7 +194,7 @@ impl Sessions {
             return Err(SessionError::Invalid);
         }
         let verified = match self.verified.get(token) {
-            Some(verified) if verified.expires_ms > now_ms() => verified,
+            Some(verified) if verified.expires_ms > crate::store::now_unix_ms() => verified,
             _ => {
                 let session = self.check_signature(token)?;
                 let verified = Verified {

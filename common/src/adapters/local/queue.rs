@@ -5,6 +5,7 @@ use rusqlite::params;
 
 use super::db::LocalDb;
 use crate::queue::{Queue, QueueError, Received, check_size};
+use crate::store::now_unix_ms;
 
 /// The `Queue` port on SQLite: messages survive a killed process, and a delivery that was never
 /// acknowledged becomes visible again when its visibility timeout ends.
@@ -19,10 +20,6 @@ impl From<rusqlite::Error> for QueueError {
     fn from(err: rusqlite::Error) -> Self {
         QueueError::Backend(format!("sqlite: {err}"))
     }
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 fn millis(duration: Duration) -> i64 {
@@ -59,7 +56,7 @@ impl LocalQueue {
             .call(move |conn| {
                 Ok::<_, QueueError>(conn.execute(
                     "UPDATE messages SET visible_at = ?2, receipt = NULL WHERE queue = ?1 AND receipt IS NOT NULL",
-                    params![name, now_ms()],
+                    params![name, now_unix_ms()],
                 )?)
             })
             .await?;
@@ -89,7 +86,7 @@ impl LocalQueue {
         let result = self
             .db
             .call(move |conn| {
-                let now = now_ms();
+                let now = now_unix_ms();
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 let mut delivered = Vec::new();
                 let mut moved = 0usize;
@@ -148,7 +145,7 @@ impl Queue for LocalQueue {
         let bodies = bodies.to_vec();
         self.db
             .call(move |conn| {
-                let visible_at = now_ms() + millis(delay);
+                let visible_at = now_unix_ms() + millis(delay);
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 for body in bodies {
                     tx.execute(
@@ -177,7 +174,7 @@ impl Queue for LocalQueue {
                 return Ok(messages);
             }
             let until_visible = next_visible
-                .map(|at| Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0).max(5)))
+                .map(|at| Duration::from_millis(u64::try_from(at - now_unix_ms()).unwrap_or(0).max(5)))
                 .unwrap_or(Duration::MAX);
             let sleep = until_visible.min(deadline - now);
             tokio::select! {
@@ -207,7 +204,7 @@ impl Queue for LocalQueue {
             .call(move |conn| {
                 Ok::<_, QueueError>(conn.execute(
                     "UPDATE messages SET visible_at = ?2 WHERE receipt = ?1",
-                    params![receipt, now_ms() + millis(visibility)],
+                    params![receipt, now_unix_ms() + millis(visibility)],
                 )?)
             })
             .await?;
