@@ -40,6 +40,7 @@ use common::pipeline::media_prefix;
 use common::platform::Ports;
 use common::problem::ApiError;
 use common::signing::{SignatureError, UrlSigner};
+use common::store::now_unix_ms;
 use common::telemetry::KeptCounter;
 use url::Url;
 
@@ -243,12 +244,10 @@ async fn playable(state: &AppState, id: &str, viewer: Option<&Authenticated>) ->
 }
 
 /// When URLs issued now for `ttl` expire, in whole seconds as their token carries it; from the clock
-/// in seconds, which costs less than reading it as a date.
+/// in milliseconds ([`now_unix_ms`]), which costs less than reading it as a date.
 fn expiry(ttl: Duration) -> DateTime<Utc> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let at = i64::try_from(now.saturating_add(ttl).as_secs()).unwrap_or(i64::MAX);
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let at = now_unix_ms().saturating_add(ttl_ms).div_euclid(1000);
     DateTime::from_timestamp(at, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
