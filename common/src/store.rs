@@ -286,6 +286,39 @@ pub trait Store: Send + Sync {
     async fn query(&self, pk: &str, query: Query) -> Result<Page, StoreError>;
     /// Items whose `gsi1pk` is `index_pk`, in `gsi1sk` order.
     async fn query_index(&self, index_pk: &str, query: Query) -> Result<Page, StoreError>;
+
+    /// What [`Store::get`] would answer, if this store holds it in memory and knows it to be current
+    /// (`Some(None)`: known missing); `None` if only a read can tell. Answered without a future or a
+    /// copy, for the read paths every request takes; `get_shared` (on `dyn Store`)
+    /// asks here first.
+    fn get_kept(&self, _pk: &str, _sk: &str) -> Option<Option<Arc<Item>>> {
+        None
+    }
+
+    /// What [`Store::query`] would answer, if this store holds it in memory and knows it to be current.
+    fn query_kept(&self, _pk: &str, _query: &Query) -> Option<Arc<Page>> {
+        None
+    }
+}
+
+impl dyn Store + '_ {
+    /// [`Store::get`] for readers that keep the item as it is: answered from memory when the store can
+    /// ([`Store::get_kept`]), without copying it.
+    pub async fn get_shared(&self, pk: &str, sk: &str) -> Result<Option<Arc<Item>>, StoreError> {
+        match self.get_kept(pk, sk) {
+            Some(kept) => Ok(kept),
+            None => Ok(self.get(pk, sk).await?.map(Arc::new)),
+        }
+    }
+
+    /// [`Store::query`] for readers that keep the page as it is: answered from memory when the store can
+    /// ([`Store::query_kept`]), without copying it.
+    pub async fn query_shared(&self, pk: &str, query: Query) -> Result<Arc<Page>, StoreError> {
+        match self.query_kept(pk, &query) {
+            Some(kept) => Ok(kept),
+            None => Ok(Arc::new(self.query(pk, query).await?)),
+        }
+    }
 }
 
 /// Unix seconds now.

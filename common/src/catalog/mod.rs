@@ -349,7 +349,7 @@ impl Videos {
     /// [`Videos::get`] for readers that do not change the record: reads of an unchanged record that
     /// the local read cache serves decode it once.
     pub async fn get_shared(&self, id: &VideoId) -> Result<Option<std::sync::Arc<Video>>, StoreError> {
-        match self.store.get(&Self::pk(id), "meta").await? {
+        match self.store.get_shared(&Self::pk(id), "meta").await? {
             Some(item) => item.record_shared().map(Some),
             None => Ok(None),
         }

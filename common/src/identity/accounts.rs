@@ -142,7 +142,7 @@ impl Accounts {
     pub async fn wallets(&self, account: &AccountId) -> Result<Vec<Address>, StoreError> {
         let page = self
             .store
-            .query(
+            .query_shared(
                 &account_pk(account),
                 Query {
                     limit: Some(1000),

@@ -206,7 +206,7 @@ impl Sessions {
                 verified
             }
         };
-        if self.store.get(&verified.revoked_pk, "revoked").await?.is_some() {
+        if self.store.get_shared(&verified.revoked_pk, "revoked").await?.is_some() {
             return Err(SessionError::Revoked);
         }
         Ok(verified.session)

@@ -94,6 +94,17 @@ async fn cached_reads_never_outlive_a_write() {
             page.items[0].attrs["v"], value,
             "a page after the write returned was older"
         );
+        // The shared reads answer from memory once a read has kept the item: the same values.
+        let kept = store
+            .get_kept("race", "item")
+            .expect("kept after a read")
+            .expect("written");
+        assert_eq!(kept.attrs["v"], value, "a kept item after the write returned was older");
+        let kept = store.query_kept("race", &Query::default()).expect("kept after a query");
+        assert_eq!(
+            kept.items[0].attrs["v"], value,
+            "a kept page after the write returned was older"
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for reader in readers {

@@ -91,7 +91,12 @@ async fn round_trip(store: &dyn Store) {
         .indexed("owner#0xabc", "2026-01-01T00:00:00Z")
         .expiring_at(now_unix() + 3600);
     store.put(item.clone(), None).await.expect("put");
-    assert_eq!(store.get(&pk, "meta").await.expect("get"), Some(item));
+    assert_eq!(store.get(&pk, "meta").await.expect("get"), Some(item.clone()));
+    assert_eq!(
+        store.get_shared(&pk, "meta").await.expect("get shared").as_deref(),
+        Some(&item),
+        "a shared read (from memory where the store keeps reads) answers as a read does"
+    );
 
     assert!(matches!(
         store.put(Item::new(&pk, "meta").with("pk", "x"), None).await,
@@ -100,6 +105,7 @@ async fn round_trip(store: &dyn Store) {
 
     store.delete(&pk, "meta", None).await.expect("delete");
     assert!(store.get(&pk, "meta").await.expect("get").is_none());
+    assert!(store.get_shared(&pk, "meta").await.expect("get shared").is_none());
     store
         .delete(&pk, "meta", None)
         .await
@@ -219,6 +225,11 @@ async fn queries(store: &dyn Store) {
         .map(|item| item.attrs["i"].as_i64().expect("i"))
         .collect();
     assert_eq!(order, (0..25).collect::<Vec<_>>());
+    let shared = store
+        .query_shared(&pk, Query::prefix("job#"))
+        .await
+        .expect("query shared");
+    assert_eq!(shared.items, all.items, "a shared query answers as a query does");
 
     // Pages of 10 visit every item once, in order.
     let mut seen = Vec::new();

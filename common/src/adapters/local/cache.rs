@@ -34,12 +34,12 @@ impl quick_cache::Equivalent<ItemKey> for ItemKeyRef<'_> {
     }
 }
 /// The pages of one partition read so far, by the query that read them.
-type Pages = Arc<Vec<(Query, Page)>>;
+type Pages = Arc<Vec<(Query, Arc<Page>)>>;
 
 /// The caches are quick_cache's: a lookup is a hash and a shard's read lock, with no bookkeeping queued
 /// for later, which matters at several lookups per request.
 pub(crate) struct StoreCache {
-    items: quick_cache::sync::Cache<ItemKey, Option<Item>>,
+    items: quick_cache::sync::Cache<ItemKey, Option<Arc<Item>>>,
     pages: quick_cache::sync::Cache<String, Pages>,
     generation: AtomicU64,
     /// Held while a reader checks the generation and caches, and while a writer bumps and drops.
@@ -59,21 +59,23 @@ impl StoreCache {
         }
     }
 
-    /// The item as last read, if it is known and has not expired since (`Some(None)`: known missing).
-    pub(crate) fn item(&self, pk: &str, sk: &str) -> Option<Option<Item>> {
+    /// The item as last read, if it is known (`Some(None)`: known missing, or expired since).
+    pub(crate) fn item(&self, pk: &str, sk: &str) -> Option<Option<Arc<Item>>> {
         let cached = self.items.get(&ItemKeyRef(pk, sk))?;
         let now = now_unix();
         Some(cached.filter(|item| !item.is_expired(now)))
     }
 
-    /// A page of the partition as last read, without items that expired since.
-    pub(crate) fn page(&self, pk: &str, query: &Query) -> Option<Page> {
+    /// A page of the partition as last read, if none of its items has expired since (the database
+    /// answers the same query without them).
+    pub(crate) fn page(&self, pk: &str, query: &Query) -> Option<Arc<Page>> {
         let pages = self.pages.get(pk)?;
         let (_, page) = pages.iter().find(|(q, _)| q == query)?;
         let now = now_unix();
-        let mut page = page.clone();
-        page.items.retain(|item| !item.is_expired(now));
-        Some(page)
+        if page.items.iter().any(|item| item.is_expired(now)) {
+            return None;
+        }
+        Some(page.clone())
     }
 
     pub(crate) fn ticket(&self) -> ReadTicket {
@@ -84,14 +86,14 @@ impl StoreCache {
         self.generation.load(Ordering::Acquire) == ticket.0
     }
 
-    pub(crate) async fn keep_item(&self, ticket: ReadTicket, pk: &str, sk: &str, item: &Option<Item>) {
+    pub(crate) async fn keep_item(&self, ticket: ReadTicket, pk: &str, sk: &str, item: &Option<Arc<Item>>) {
         let _gate = self.gate.lock().await;
         if self.unchanged_since(&ticket) {
             self.items.insert((pk.to_owned(), sk.to_owned()), item.clone());
         }
     }
 
-    pub(crate) async fn keep_page(&self, ticket: ReadTicket, pk: &str, query: &Query, page: &Page) {
+    pub(crate) async fn keep_page(&self, ticket: ReadTicket, pk: &str, query: &Query, page: &Arc<Page>) {
         if page.items.len() > PAGE_ITEMS {
             return;
         }
@@ -99,7 +101,7 @@ impl StoreCache {
         if !self.unchanged_since(&ticket) {
             return;
         }
-        let mut pages: Vec<(Query, Page)> = match self.pages.get(pk) {
+        let mut pages: Vec<(Query, Arc<Page>)> = match self.pages.get(pk) {
             Some(pages) => pages.iter().filter(|(q, _)| q != query).cloned().collect(),
             None => Vec::new(),
         };
@@ -134,7 +136,7 @@ mod tests {
     #[tokio::test]
     async fn kept_items_are_found_by_their_keys_until_written() {
         let cache = StoreCache::new();
-        let item = Some(Item::new("video#1", "meta").with("title", "one"));
+        let item = Some(Arc::new(Item::new("video#1", "meta").with("title", "one")));
         cache.keep_item(cache.ticket(), "video#1", "meta", &item).await;
         cache.keep_item(cache.ticket(), "video#1", "gone", &None).await;
         assert_eq!(cache.item("video#1", "meta"), Some(item));
@@ -143,5 +145,35 @@ mod tests {
         assert_eq!(cache.item("video#", "1meta"), None, "keys are not joined");
         cache.written("video#1", "meta").await;
         assert_eq!(cache.item("video#1", "meta"), None);
+    }
+
+    #[tokio::test]
+    async fn kept_items_and_pages_go_once_an_item_expires() {
+        let cache = StoreCache::new();
+        let past = now_unix() - 1;
+        let expired = Item::new("session#1", "s").expiring_at(past);
+        cache
+            .keep_item(cache.ticket(), "session#1", "s", &Some(Arc::new(expired.clone())))
+            .await;
+        assert_eq!(
+            cache.item("session#1", "s"),
+            Some(None),
+            "an expired item is known missing"
+        );
+
+        let live = Item::new("session#2", "a").expiring_at(now_unix() + 3600);
+        let query = Query::default();
+        let page = |items| Arc::new(Page { items, next: None });
+        cache
+            .keep_page(cache.ticket(), "session#2", &query, &page(vec![live.clone()]))
+            .await;
+        assert_eq!(cache.page("session#2", &query).expect("kept").items, vec![live.clone()]);
+        cache
+            .keep_page(cache.ticket(), "session#2", &query, &page(vec![live, expired]))
+            .await;
+        assert!(
+            cache.page("session#2", &query).is_none(),
+            "read again, without the expired item"
+        );
     }
 }

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 use serde_json::{Map, Value};
@@ -54,7 +56,7 @@ fn read_item(row: &Row<'_>) -> rusqlite::Result<Item> {
         sk: row.get(1)?,
         index,
         expires_at: row.get(5)?,
-        attrs: std::sync::Arc::new(attrs.into()),
+        attrs: Arc::new(attrs.into()),
     })
 }
 
@@ -219,14 +221,18 @@ impl Store for LocalStore {
         if let Some(cache) = cache
             && let Some(known) = cache.item(pk, sk)
         {
-            return Ok(known);
+            return Ok(known.map(Arc::unwrap_or_clone));
         }
         let ticket = cache.map(|c| c.ticket());
         let item = self.db.read(|conn| current(conn, pk, sk)).await?;
-        if let (Some(cache), Some(ticket)) = (cache, ticket) {
-            cache.keep_item(ticket, pk, sk, &item).await;
+        match (cache, ticket) {
+            (Some(cache), Some(ticket)) => {
+                let item = item.map(Arc::new);
+                cache.keep_item(ticket, pk, sk, &item).await;
+                Ok(item.map(Arc::unwrap_or_clone))
+            }
+            _ => Ok(item),
         }
-        Ok(item)
     }
 
     /// Reads the database directly, one statement per partition: batches serve lookups of many keys,
@@ -289,14 +295,26 @@ impl Store for LocalStore {
         if let Some(cache) = cache
             && let Some(page) = cache.page(pk, &query)
         {
-            return Ok(page);
+            return Ok(Arc::unwrap_or_clone(page));
         }
         let ticket = cache.map(|c| c.ticket());
         let page = self.query_now(pk, query.clone()).await?;
-        if let (Some(cache), Some(ticket)) = (cache, ticket) {
-            cache.keep_page(ticket, pk, &query, &page).await;
+        match (cache, ticket) {
+            (Some(cache), Some(ticket)) => {
+                let page = Arc::new(page);
+                cache.keep_page(ticket, pk, &query, &page).await;
+                Ok(Arc::unwrap_or_clone(page))
+            }
+            _ => Ok(page),
         }
-        Ok(page)
+    }
+
+    fn get_kept(&self, pk: &str, sk: &str) -> Option<Option<Arc<Item>>> {
+        self.db.read_cache()?.item(pk, sk)
+    }
+
+    fn query_kept(&self, pk: &str, query: &Query) -> Option<Arc<Page>> {
+        self.db.read_cache()?.page(pk, query)
     }
 
     async fn query_index(&self, index_pk: &str, query: Query) -> Result<Page, StoreError> {
