@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use super::rpc::{ChainError, RpcChains};
 use crate::access::{Rule, Standard, TokenCondition, Verdict};
-use crate::store::{Item, Store};
+use crate::store::{Item, Store, now_unix_ms};
 use crate::telemetry::KeptCounter;
 
 /// Where holdings were found (`streamgate_holdings_lookups_total{from}`).
@@ -140,7 +140,7 @@ struct Holding {
 
 impl Holding {
     fn age(&self) -> Duration {
-        let age = chrono::Utc::now().timestamp_millis() - self.observed_at;
+        let age = now_unix_ms() - self.observed_at;
         Duration::from_millis(age.max(0) as u64)
     }
 }
@@ -337,7 +337,7 @@ impl Holdings {
             Err(err) => tracing::warn!(error = %err, "holdings cache unavailable; reading the chain"),
         }
         FROM_CHAIN.increment(1);
-        let observed_at = chrono::Utc::now().timestamp_millis();
+        let observed_at = now_unix_ms();
         let answers = join_all(
             key.reads()
                 .into_iter()
