@@ -1,12 +1,11 @@
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::{Future, Ready};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -14,11 +13,11 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::Either;
-use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
 use super::FunctionInfo;
+use super::request_metrics::{Counting, RequestMetrics};
 use crate::problem::{ApiError, method_not_allowed, not_found_fallback};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -57,8 +56,17 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ht
         version: info.version,
     };
     let mut app = router.route("/healthz", get(move || async move { axum::Json(health) }));
+    // Served here, the requests are tallied per thread; on Lambda, counted as they come.
+    let counting = match metrics {
+        MetricsRoute::Prometheus(_) => Counting::Tallied,
+        MetricsRoute::Off => Counting::Directly,
+    };
+    let request_metrics = Arc::new(RequestMetrics::new(info.name, counting));
     if let MetricsRoute::Prometheus(handle) = metrics {
-        app = app.route("/metrics", get(render_metrics).with_state(handle));
+        app = app.route(
+            "/metrics",
+            get(render_metrics).with_state((handle, request_metrics.clone())),
+        );
     }
     let app = app
         .method_not_allowed_fallback(|| async { method_not_allowed() })
@@ -67,7 +75,7 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ht
     Edge {
         inner: app,
         ids: RequestIds::new(),
-        metrics: Arc::new(RequestMetrics::new(info.name)),
+        metrics: request_metrics,
     }
 }
 
@@ -202,71 +210,6 @@ where
             response.extensions_mut().insert(route);
         }
         Poll::Ready(Ok(response))
-    }
-}
-
-/// Counts requests and times them, by function, route, method and status. The metric handles are
-/// registered once per label set and kept, so a request costs a map lookup, not a registration.
-struct RequestMetrics {
-    function: &'static str,
-    /// By route (`unmatched` for none).
-    routes: RwLock<HashMap<String, Vec<Handles>>>,
-}
-
-/// The metrics of one route, method and status.
-struct Handles {
-    method: Method,
-    status: u16,
-    requests: Counter,
-    duration: Histogram,
-}
-
-impl RequestMetrics {
-    fn new(function: &'static str) -> Self {
-        Self {
-            function,
-            routes: RwLock::new(HashMap::new()),
-        }
-    }
-
-    fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let recorded = self.routes.read().is_ok_and(|routes| {
-            let known = routes
-                .get(route)
-                .and_then(|handles| handles.iter().find(|h| h.method == method && h.status == status));
-            known
-                .inspect(|h| {
-                    h.requests.increment(1);
-                    h.duration.record(seconds);
-                })
-                .is_some()
-        });
-        if !recorded {
-            let (requests, duration) = self.register(route, method, status);
-            requests.increment(1);
-            duration.record(seconds);
-        }
-    }
-
-    fn register(&self, route: &str, method: &Method, status: u16) -> (Counter, Histogram) {
-        let labels = [
-            ("function", self.function.to_owned()),
-            ("route", route.to_owned()),
-            ("method", method.as_str().to_owned()),
-            ("status", status.to_string()),
-        ];
-        let requests = metrics::counter!("streamgate_http_requests_total", &labels);
-        let duration = metrics::histogram!("streamgate_http_request_duration_seconds", &labels[..3]);
-        if let Ok(mut routes) = self.routes.write() {
-            routes.entry(route.to_owned()).or_default().push(Handles {
-                method: method.clone(),
-                status,
-                requests: requests.clone(),
-                duration: duration.clone(),
-            });
-        }
-        (requests, duration)
     }
 }
 
@@ -424,7 +367,10 @@ fn add_cors_headers(headers: &mut http::HeaderMap) {
     headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS);
 }
 
-async fn render_metrics(State(handle): State<&'static PrometheusHandle>) -> impl IntoResponse {
+async fn render_metrics(
+    State((handle, requests)): State<(&'static PrometheusHandle, Arc<RequestMetrics>)>,
+) -> impl IntoResponse {
+    requests.hand_over_all();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
 }
 

@@ -7,6 +7,7 @@
 mod cloudevents;
 mod http;
 mod lambda;
+mod request_metrics;
 mod server;
 mod worker;
 
