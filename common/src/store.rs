@@ -289,8 +289,7 @@ pub trait Store: Send + Sync {
 
     /// What [`Store::get`] would answer, if this store holds it in memory and knows it to be current
     /// (`Some(None)`: known missing); `None` if only a read can tell. Answered without a future or a
-    /// copy, for the read paths every request takes; `get_shared` (on `dyn Store`)
-    /// asks here first.
+    /// copy, for the read paths every request takes: `get_shared` (on `dyn Store`) asks here first.
     fn get_kept(&self, _pk: &str, _sk: &str) -> Option<Option<Arc<Item>>> {
         None
     }
