@@ -94,6 +94,12 @@ pub struct Upload {
     /// The SHA-256 state over the committed bytes (base64), so the digest of the whole file is known when
     /// the last byte arrives without reading it back.
     pub hash_state: Option<String>,
+    /// Instead of `hash_state`: the state is still being computed by the server that received the last
+    /// bytes, which holds it under this reference for the next request. A request that reaches another
+    /// server, or that one after a restart, goes on without it, and the digest is read back from the
+    /// finished object. Neither this nor `hash_state` past offset 0: read back likewise.
+    #[serde(default)]
+    pub running_digest: Option<String>,
     /// Hex SHA-256 of the whole file, once complete.
     pub sha256: Option<String>,
     pub version: u64,

@@ -16,10 +16,8 @@ use common::identity::Authenticated;
 use common::ids::VideoId;
 use common::problem::{ApiError, Json};
 use common::uploads::{Upload, UploadKind, UploadState, part_size_for};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::Digest;
 
 use crate::{AppState, blob_error, gone, metadata, new_video, store_error, upload_error};
 
@@ -114,6 +112,7 @@ async fn create(
         parts: 0,
         tail: None,
         hash_state: None,
+        running_digest: None,
         sha256: None,
         version: 0,
         lease: None,
@@ -212,7 +211,7 @@ async fn complete(
         }
     };
     // The bytes did not pass through here: read them back once for the digest.
-    let sha256 = digest_of(&state, &key).await?;
+    let sha256 = state.digest_of(&key).await?;
     let mut done = leased.clone();
     done.state = UploadState::Complete;
     done.lease = None;
@@ -220,31 +219,10 @@ async fn complete(
     done.offset = object.size;
     done.sha256 = Some(sha256.clone());
     state.uploads.save(&leased, done).await.map_err(upload_error)?;
-    let video = state
-        .videos
-        .update(&leased.id, |video| match &mut video.source {
-            Some(source) => {
-                source.size = object.size;
-                source.sha256 = Some(sha256.clone());
-                true
-            }
-            None => false,
-        })
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| ApiError::not_found("the video was deleted"))?;
+    let video = state.record_digest(&leased.id, &sha256, object.size).await?;
     metrics::counter!("streamgate_uploads_completed_total", "kind" => "direct").increment(1);
     tracing::info!(video_id = %leased.id, size = object.size, "direct upload complete");
     Ok(axum::Json(video))
-}
-
-async fn digest_of(state: &AppState, key: &str) -> Result<String, ApiError> {
-    let mut chunks = state.sources.get_stream(key).await.map_err(blob_error)?;
-    let mut hasher = sha2::Sha256::new();
-    while let Some(chunk) = chunks.next().await {
-        hasher.update(&chunk.map_err(blob_error)?);
-    }
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// `DELETE /v1/uploads/multipart/{id}`: aborts the upload and deletes its video.

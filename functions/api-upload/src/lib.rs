@@ -25,6 +25,8 @@ use common::platform::Ports;
 use common::problem::ApiError;
 use common::store::StoreError;
 use common::uploads::{Upload, UploadError, UploadState, Uploads};
+use futures::StreamExt;
+use sha2::Digest;
 use url::Url;
 
 pub use metadata::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
@@ -41,6 +43,8 @@ pub struct AppState {
     chains: Chains,
     /// The base of the URLs handed out; when unset, the scheme and host the request came to.
     public_url: Option<Url>,
+    /// The running digests of tus uploads that this process holds between requests.
+    digests: Arc<tus::RunningDigests>,
 }
 
 impl FromRef<AppState> for Sessions {
@@ -61,7 +65,16 @@ impl AppState {
             limits: config.uploads,
             chains: config.chains.clone(),
             public_url: config.public_url.clone(),
+            // Lambda freezes the process once it answers: no hashing can finish behind an answer there.
+            digests: Arc::new(tus::RunningDigests::new(!common::runtime::on_lambda())),
         })
+    }
+
+    /// With `false`, every tus request waits for its hashing and saves the digest state in the upload's
+    /// record, as on Lambda; with `true` (the default elsewhere) the hashing finishes behind the answer.
+    pub fn with_hashing_behind_answers(mut self, behind: bool) -> Self {
+        self.digests = Arc::new(tus::RunningDigests::new(behind));
+        self
     }
 
     /// The absolute URL of `path` as the client reached this service.
@@ -116,6 +129,7 @@ impl AppState {
         ended.lease = None;
         ended.tail = None;
         self.uploads.save(&leased, ended).await.map_err(upload_error)?;
+        self.digests.forget_upload(&upload.id);
         self.videos.delete(&upload.id).await.map_err(store_error)?;
         metrics::counter!("streamgate_uploads_terminated_total").increment(1);
         Ok(())
@@ -152,6 +166,36 @@ impl AppState {
                 "the video of this upload was deleted",
             )),
         }
+    }
+}
+
+impl AppState {
+    /// The SHA-256 of source `key`, read back: for bytes that did not pass through here, or whose running
+    /// digest was lost.
+    async fn digest_of(&self, key: &str) -> Result<String, ApiError> {
+        let mut chunks = self.sources.get_stream(key).await.map_err(blob_error)?;
+        let mut hasher = sha2::Sha256::new();
+        while let Some(chunk) = chunks.next().await {
+            hasher.update(&chunk.map_err(blob_error)?);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Records the digest and size of the source of video `id`, learnt once it landed. 404 if the video
+    /// was deleted meanwhile.
+    async fn record_digest(&self, id: &VideoId, sha256: &str, size: u64) -> Result<Video, ApiError> {
+        self.videos
+            .update(id, |video| match &mut video.source {
+                Some(source) => {
+                    source.size = size;
+                    source.sha256 = Some(sha256.to_owned());
+                    true
+                }
+                None => false,
+            })
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| ApiError::not_found("the video was deleted"))
     }
 }
 

@@ -24,6 +24,7 @@ use tower::ServiceExt;
 
 struct App {
     router: Router,
+    config: Config,
     ports: Ports,
     local: LocalParts,
     alice: String,
@@ -54,6 +55,7 @@ async fn app_with(vars: &[(&str, &str)]) -> App {
     };
     App {
         router,
+        config,
         alice: token(0xa1),
         bob: token(0xb0),
         ports,
@@ -143,6 +145,31 @@ impl App {
                 .expect("request"),
         )
         .await
+    }
+
+    /// Another server of the same installation: the same storage, its own memory.
+    fn another_server(&self, behind: bool) -> App {
+        let state = api_upload::AppState::new(&self.config, &self.ports)
+            .expect("state")
+            .with_hashing_behind_answers(behind);
+        App {
+            router: api_upload::router(state).merge(blob_routes([self.local.sources.clone()])),
+            config: self.config.clone(),
+            ports: self.ports.clone(),
+            local: self.local.clone(),
+            alice: self.alice.clone(),
+            bob: self.bob.clone(),
+            _dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The upload's record.
+    async fn record(&self, path: &str) -> common::uploads::Upload {
+        Uploads::new(self.ports.store.clone())
+            .get(&Self::id(path))
+            .await
+            .expect("store")
+            .expect("record")
     }
 
     async fn head(&self, token: &str, path: &str) -> Answer {
@@ -505,6 +532,133 @@ async fn checksums_are_checked_per_chunk() {
     let chunk = data[1000..].to_vec();
     let sha1 = format!("sha1 {}", STANDARD.encode(<sha1::Sha1 as Digest>::digest(&chunk)));
     assert_eq!(send(1000, chunk, sha1).await.status, StatusCode::NO_CONTENT);
+    let video = app.video(&path).await.expect("video");
+    assert_eq!(
+        video.source.and_then(|s| s.sha256),
+        Some(hex::encode(sha2::Sha256::digest(&data)))
+    );
+}
+
+/// A PATCH of `data[from..from + len]`, with an `Upload-Checksum` when one is given; it must succeed.
+async fn send_chunk(app: &App, path: &str, data: &[u8], from: usize, len: usize, checksum: Option<String>) {
+    let mut request = app
+        .tus("PATCH", path, &app.alice)
+        .header("upload-offset", from.to_string())
+        .header("content-type", "application/offset+octet-stream")
+        .header("content-length", len.to_string());
+    if let Some(checksum) = checksum {
+        request = request.header("upload-checksum", checksum);
+    }
+    let body = Body::from(data[from..from + len].to_vec());
+    let answer = app.send(request.body(body).expect("request")).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
+    assert_eq!(answer.header("upload-offset"), Some((from + len).to_string().as_str()));
+}
+
+#[tokio::test]
+async fn the_digest_is_the_file_s_whether_requests_wait_for_their_hashing_or_not() {
+    let installation = app().await;
+    for behind in [false, true] {
+        let app = installation.another_server(behind);
+        let data = bytes_of((17 * MIB + 321) as usize, 5);
+        let path = app.create(&app.alice, data.len() as u64, "").await;
+        let mib = MIB as usize;
+        let sha1 = |from: usize, len: usize| {
+            let digest = <sha1::Sha1 as Digest>::digest(&data[from..from + len]);
+            Some(format!("sha1 {}", STANDARD.encode(digest)))
+        };
+        // (from, length, with a checksum): a part; two parts with a checksum; two chunks that only make a
+        // tail; a part from that tail and a chunk; the last bytes.
+        let chunks = [
+            (0, 5 * mib, false),
+            (5 * mib, 7 * mib, true),
+            (12 * mib, mib, false),
+            (13 * mib, mib, false),
+            (14 * mib, 3 * mib, false),
+            (17 * mib, 321, false),
+        ];
+        for (from, len, with_checksum) in chunks {
+            let checksum = if with_checksum { sha1(from, len) } else { None };
+            send_chunk(&app, &path, &data, from, len, checksum.clone()).await;
+            let record = app.record(&path).await;
+            if record.state == UploadState::Complete {
+                break;
+            }
+            // Where requests answer before their hashing ends, the state is held in memory, unless the
+            // request waited for it anyway to check its checksum.
+            let held = behind && checksum.is_none();
+            assert_eq!(
+                record.running_digest.is_some(),
+                held,
+                "behind: {behind}, chunk at {from}"
+            );
+            assert_eq!(record.hash_state.is_some(), !held, "behind: {behind}, chunk at {from}");
+        }
+        let record = app.record(&path).await;
+        assert_eq!(record.state, UploadState::Complete);
+        let sha256 = hex::encode(sha2::Sha256::digest(&data));
+        assert_eq!(record.sha256.as_deref(), Some(sha256.as_str()));
+        let video = app.video(&path).await.expect("video");
+        assert_eq!(video.source.and_then(|s| s.sha256), Some(sha256));
+        assert!(app.source(&path).await.as_ref() == data.as_slice());
+    }
+}
+
+#[tokio::test]
+async fn a_digest_lost_between_servers_is_read_back_at_the_end() {
+    let one = app().await;
+    let other = one.another_server(true);
+    let data = bytes_of((15 * MIB + 7) as usize, 6);
+    let path = one.create(&one.alice, data.len() as u64, "").await;
+    let part = (5 * MIB) as usize;
+    send_chunk(&one, &path, &data, 0, part, None).await;
+    assert!(one.record(&path).await.running_digest.is_some());
+    // The next chunk reaches another server (or this one restarted), which does not hold the state.
+    send_chunk(&other, &path, &data, part, part, None).await;
+    let record = one.record(&path).await;
+    assert_eq!((record.hash_state, record.running_digest), (None, None));
+    // Back at the first server, whose state is for bytes the upload has gone past.
+    send_chunk(&one, &path, &data, 2 * part, data.len() - 2 * part, None).await;
+    let sha256 = hex::encode(sha2::Sha256::digest(&data));
+    assert_eq!(one.record(&path).await.sha256.as_deref(), Some(sha256.as_str()));
+    let video = one.video(&path).await.expect("video");
+    assert_eq!(video.status, VideoStatus::Processing);
+    assert_eq!(video.source.and_then(|s| s.sha256), Some(sha256));
+}
+
+#[tokio::test]
+async fn a_refused_request_leaves_the_running_digest_to_the_next() {
+    let app = app().await;
+    let data = bytes_of((11 * MIB) as usize, 8);
+    let path = app.create(&app.alice, data.len() as u64, "").await;
+    let part = (5 * MIB) as usize;
+    send_chunk(&app, &path, &data, 0, part, None).await;
+    let held = app.record(&path).await.running_digest.expect("held");
+
+    let wrong = format!("sha256 {}", STANDARD.encode(sha2::Sha256::digest(b"other bytes")));
+    let answer = app
+        .send(
+            app.tus("PATCH", &path, &app.alice)
+                .header("upload-offset", part.to_string())
+                .header("content-type", "application/offset+octet-stream")
+                .header("upload-checksum", wrong)
+                .body(Body::from(data[part..2 * part].to_vec()))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status.as_u16(), 460);
+    let record = app.record(&path).await;
+    assert_eq!(
+        (record.offset, record.running_digest.as_deref()),
+        (part as u64, Some(held.as_str()))
+    );
+
+    // The next request continues from the held state: it holds its own, where a lost one would leave
+    // the record naming none.
+    send_chunk(&app, &path, &data, part, part, None).await;
+    let record = app.record(&path).await;
+    assert!(record.running_digest.is_some_and(|next| next != held));
+    send_chunk(&app, &path, &data, 2 * part, data.len() - 2 * part, None).await;
     let video = app.video(&path).await.expect("video");
     assert_eq!(
         video.source.and_then(|s| s.sha256),

@@ -27,8 +27,10 @@ use common::uploads::{Upload, UploadKind, UploadState, part_size_for};
 
 use crate::{AppState, blob_error, gone, metadata, new_video};
 
+mod digest;
 mod writer;
 
+pub use digest::RunningDigests;
 use writer::{Checksum, receive};
 
 pub const TUS_VERSION: &str = "1.0.0";
@@ -240,6 +242,7 @@ async fn create(State(state): State<AppState>, auth: Authenticated, request: Req
         parts: 0,
         tail: None,
         hash_state: None,
+        running_digest: None,
         sha256: None,
         version: 0,
         lease: None,

@@ -1,6 +1,7 @@
 //! The write path of a tus PATCH: a chunk of known length is planned into whole parts, each written to
 //! storage as its bytes arrive by a task of its own while the upload's running SHA-256 is computed on a
-//! thread of its own; other chunks are gathered in memory and what does not fill a part becomes the tail.
+//! thread of its own (and, where the process lives on after answering, finishes behind the answer: see
+//! `digest`); other chunks are gathered in memory and what does not fill a part becomes the tail.
 //! Everything runs under the upload's lease and is committed in one conditional write.
 
 use axum::body::Body;
@@ -12,10 +13,10 @@ use chrono::Utc;
 use common::blobs::Blobs;
 use common::problem::ApiError;
 use common::uploads::{Part, Tail, Upload, UploadState};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sha2::Digest;
-use sha2::digest::common::hazmat::SerializableState;
 
+use super::digest::{State, save_hash};
 use super::{
     CHECKSUM_ALGORITHMS, LEASE_TTL, UPLOAD_CHECKSUM, beyond_length, checksum_mismatch, chunk_too_large, expiry,
 };
@@ -27,6 +28,7 @@ pub(super) enum Checksum {
     Sha256(Vec<u8>),
 }
 
+#[derive(Clone)]
 enum ChunkDigest {
     Sha1(sha1::Sha1),
     Sha256(sha2::Sha256),
@@ -82,20 +84,6 @@ impl ChunkDigest {
     }
 }
 
-fn save_hash(hasher: &sha2::Sha256) -> String {
-    STANDARD.encode(hasher.serialize().as_slice())
-}
-
-fn restore_hash(saved: Option<&str>) -> Result<sha2::Sha256, ApiError> {
-    let Some(saved) = saved else {
-        return Ok(sha2::Sha256::new());
-    };
-    let corrupt = |_| ApiError::internal(&"an upload's saved digest state is corrupt");
-    let bytes = STANDARD.decode(saved).map_err(|e| corrupt(e.to_string()))?;
-    let state = bytes.as_slice().try_into().map_err(|_| corrupt(String::new()))?;
-    sha2::Sha256::deserialize(state).map_err(|e| corrupt(e.to_string()))
-}
-
 /// The sizes of the parts that a request of `declared` bytes fills, after `tail` bytes already waiting,
 /// when it fills at least one: every part is at least `part_size`, the last one takes the remainder. `None`
 /// when the bytes only make a longer tail (or there are none).
@@ -125,10 +113,19 @@ pub(super) async fn receive(
     let leased = state.uploads.lease(upload, LEASE_TTL).await.map_err(upload_error)?;
     let state = state.clone();
     let task = tokio::spawn(async move {
+        let start_digest = match state.digests.take(&leased) {
+            Ok(digest) => digest,
+            Err(err) => {
+                release(&state, &leased, None).await;
+                return Err(err);
+            }
+        };
         let mut writer = Writer {
             state: &state,
             previous_tail: leased.tail.clone(),
             upload: leased,
+            start_digest,
+            kept: None,
         };
         let tail = writer.upload.tail.as_ref().map_or(0, |t| t.size);
         let plan = declared.and_then(|declared| {
@@ -142,14 +139,27 @@ pub(super) async fn receive(
         match result {
             Ok(()) => writer.commit().await,
             Err(err) => {
-                if let Err(release) = state.uploads.release(&writer.upload).await {
-                    tracing::warn!(video_id = %writer.upload.id, error = %release, "could not release an upload's lease");
-                }
+                release(&state, &writer.upload, writer.start_digest).await;
                 Err(err)
             }
         }
     });
     task.await.map_err(|e| ApiError::internal(&e))?
+}
+
+/// Gives the lease back after a request that failed; the upload's running digest, taken from memory as
+/// the request started, is held again for the next.
+async fn release(state: &AppState, leased: &Upload, start_digest: Option<State>) {
+    match state.uploads.release(leased).await {
+        Ok(released) => {
+            if let (Some(reference), Some(digest)) = (released.running_digest, start_digest) {
+                state.digests.put(&released.id, reference, digest);
+            }
+        }
+        Err(err) => {
+            tracing::warn!(video_id = %leased.id, error = %err, "could not release an upload's lease");
+        }
+    }
 }
 
 /// Pieces are handed between tasks in batches of about this many bytes, not frame by frame; small enough
@@ -247,45 +257,81 @@ impl PartSink {
 /// What the hashing thread is given.
 enum ToHash {
     Pieces(Vec<Bytes>),
-    /// Keep the digest state at this point.
+    /// Keep the running state at this point.
     Mark,
 }
 
-/// The upload's running SHA-256 (and the chunk's checksum digest) computed on a thread of its own, so that
-/// hashing one piece overlaps with receiving and storing the next.
+/// A request's hashing: the upload's running SHA-256 (and the chunk's checksum digest) computed on a
+/// thread of its own, so that hashing one piece overlaps with receiving and storing the next.
 struct Hashing {
     pieces: tokio::sync::mpsc::Sender<ToHash>,
     batch: Batch,
     task: tokio::task::JoinHandle<Hashed>,
 }
 
+/// Where a request's hashing ended.
+#[derive(Clone)]
 struct Hashed {
-    hasher: sha2::Sha256,
-    /// The saved state at each mark, in order.
-    marks: Vec<String>,
-    digest: Option<ChunkDigest>,
+    /// The running state at the request's start; `None` when it was lost, and so are the others.
+    start: Option<sha2::Sha256>,
+    /// The running state at each mark, in order.
+    marks: Vec<sha2::Sha256>,
+    /// The running state after all the request's bytes.
+    end: Option<sha2::Sha256>,
+    /// The chunk's checksum digest.
+    chunk: Option<ChunkDigest>,
+}
+
+/// Which running state of a request the upload keeps.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// The one at the `n`th mark (whole parts); 0 is the request's start.
+    Mark(usize),
+    /// The one after all the request's bytes.
+    All,
+}
+
+impl Hashed {
+    fn kept(&self, keep: Keep) -> Option<sha2::Sha256> {
+        match keep {
+            Keep::Mark(0) => self.start.clone(),
+            Keep::Mark(n) => self.marks.get(n - 1).cloned(),
+            Keep::All => self.end.clone(),
+        }
+    }
 }
 
 impl Hashing {
-    fn start(hasher: sha2::Sha256, digest: Option<ChunkDigest>) -> Self {
+    /// Starts hashing after `start`, the running state the upload's committed bytes end in (which the
+    /// thread waits for, if the request before is still computing it); `None` when it is lost.
+    fn start(start: Option<State>, chunk: Option<ChunkDigest>) -> Self {
         let (pieces, mut received) = tokio::sync::mpsc::channel(8);
+        let runtime = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
+            let start = start.and_then(|state| runtime.block_on(state));
             let mut hashed = Hashed {
-                hasher,
+                start: start.clone(),
                 marks: Vec::new(),
-                digest,
+                end: start,
+                chunk,
             };
             while let Some(input) = received.blocking_recv() {
                 match input {
                     ToHash::Pieces(pieces) => {
                         for piece in pieces {
-                            hashed.hasher.update(&piece);
-                            if let Some(digest) = &mut hashed.digest {
-                                digest.update(&piece);
+                            if let Some(hasher) = &mut hashed.end {
+                                hasher.update(&piece);
+                            }
+                            if let Some(chunk) = &mut hashed.chunk {
+                                chunk.update(&piece);
                             }
                         }
                     }
-                    ToHash::Mark => hashed.marks.push(save_hash(&hashed.hasher)),
+                    ToHash::Mark => {
+                        if let Some(hasher) = &hashed.end {
+                            hashed.marks.push(hasher.clone());
+                        }
+                    }
                 }
             }
             hashed
@@ -311,18 +357,37 @@ impl Hashing {
         }
     }
 
-    /// Keeps the digest state after the pieces added so far.
+    /// Keeps the running state after the pieces added so far.
     async fn mark(&mut self) -> Result<(), ApiError> {
         let rest = self.batch.take();
         self.hand_over(ToHash::Pieces(rest)).await?;
         self.hand_over(ToHash::Mark).await
     }
 
-    async fn finish(mut self) -> Result<Hashed, ApiError> {
+    /// Hands on the last pieces; the thread ends once it has hashed them.
+    async fn close(mut self) -> Result<tokio::task::JoinHandle<Hashed>, ApiError> {
         let rest = self.batch.take();
         self.hand_over(ToHash::Pieces(rest)).await?;
         drop(self.pieces);
-        self.task.await.map_err(|e| ApiError::internal(&e))
+        Ok(self.task)
+    }
+}
+
+/// The running state an upload keeps after a request.
+enum Kept {
+    /// Known now, and saved in the record; `None` when it is lost.
+    Known(Option<sha2::Sha256>),
+    /// Known when the request's hashing ends, behind the answer: held in memory, named in the record.
+    Behind(State),
+}
+
+impl Kept {
+    /// The SHA-256 of the whole file, when this is its state.
+    fn digest(&self) -> Option<String> {
+        match self {
+            Self::Known(Some(hasher)) => Some(hex::encode(hasher.clone().finalize())),
+            _ => None,
+        }
     }
 }
 
@@ -333,6 +398,10 @@ struct Writer<'a> {
     upload: Upload,
     /// The tail the request started from, removed once the commit no longer refers to it.
     previous_tail: Option<Tail>,
+    /// The running SHA-256 of the bytes committed before the request; `None` when it is lost.
+    start_digest: Option<State>,
+    /// The running state the upload keeps, once the request changed it.
+    kept: Option<Kept>,
 }
 
 impl Writer<'_> {
@@ -361,10 +430,7 @@ impl Writer<'_> {
         checksum: Option<Checksum>,
     ) -> Result<(), ApiError> {
         let start = self.upload.clone();
-        let mut hashing = Hashing::start(
-            restore_hash(start.hash_state.as_deref())?,
-            checksum.as_ref().map(Checksum::digest),
-        );
+        let mut hashing = Hashing::start(self.start_digest.clone(), checksum.as_ref().map(Checksum::digest));
         let mut part = 0usize;
         let mut filled = 0u64;
         let mut sink = Some(PartSink::open(
@@ -432,25 +498,47 @@ impl Writer<'_> {
         if let Some(sink) = sink.take() {
             sink.abandon().await;
         }
-        let Hashed { hasher, marks, digest } = hashing.finish().await?;
-        check_chunk(checksum, digest, whole)?;
         // The parts filled are kept; bytes after the last of them are dropped.
+        let tail = start.tail.as_ref().map_or(0, |t| t.size);
+        let end = start.offset - tail + sizes[..part].iter().sum::<u64>();
+        let completes = part > 0 && end == start.length;
+        let (kept, chunk) = self
+            .settle(hashing, Keep::Mark(part), checksum.is_some() || completes)
+            .await?;
+        check_chunk(checksum, chunk, whole)?;
         if part == 0 {
             return Ok(());
         }
-        let tail = start.tail.as_ref().map_or(0, |t| t.size);
         let next = &mut self.upload;
-        next.offset = start.offset - tail + sizes[..part].iter().sum::<u64>();
+        next.offset = end;
         next.parts = start.parts + part as u32;
-        next.hash_state = marks.get(part - 1).cloned();
         next.tail = None;
-        if next.offset == next.length {
-            next.sha256 = Some(hex::encode(hasher.finalize()));
+        if completes {
+            next.sha256 = kept.digest();
+            self.kept = Some(kept);
             self.finish().await?;
         } else {
-            self.upload.expires_at = Utc::now() + expiry(self.state);
+            next.expires_at = Utc::now() + expiry(self.state);
+            self.kept = Some(kept);
         }
         Ok(())
+    }
+
+    /// What the upload keeps of a request's hashing, and the chunk's checksum digest when the request
+    /// waited for it: it waits when it must (a checksum to check, the file's last bytes, or no life
+    /// after the answer), else the hashing finishes behind the answer.
+    async fn settle(&self, hashing: Hashing, keep: Keep, wait: bool) -> Result<(Kept, Option<ChunkDigest>), ApiError> {
+        let task = hashing.close().await?;
+        if self.start_digest.is_none() && !wait {
+            // Nothing to wait for: the digest was lost before this request.
+            return Ok((Kept::Known(None), None));
+        }
+        if wait || !self.state.digests.behind() {
+            let hashed = task.await.map_err(|e| ApiError::internal(&e))?;
+            return Ok((Kept::Known(hashed.kept(keep)), hashed.chunk));
+        }
+        let state = async move { task.await.ok().and_then(|hashed| hashed.kept(keep)) };
+        Ok((Kept::Behind(state.boxed().shared()), None))
     }
 
     /// The error of a part whose writing task stopped early.
@@ -464,8 +552,7 @@ impl Writer<'_> {
     /// Writes a body into memory and parts as it fills them; what is left after it becomes the tail.
     async fn write_buffered(&mut self, offset: u64, body: Body, checksum: Option<Checksum>) -> Result<(), ApiError> {
         let start = self.upload.clone();
-        let mut hasher = restore_hash(start.hash_state.as_deref())?;
-        let mut digest = checksum.as_ref().map(Checksum::digest);
+        let mut hashing = Hashing::start(self.start_digest.clone(), checksum.as_ref().map(Checksum::digest));
         let capacity = start
             .part_size
             .min(start.length - offset + start.tail.as_ref().map_or(0, |t| t.size));
@@ -488,11 +575,8 @@ impl Writer<'_> {
             };
             received += bytes.len() as u64;
             self.admit(offset, received)?;
-            hasher.update(&bytes);
-            if let Some(digest) = &mut digest {
-                digest.update(&bytes);
-            }
             buffer.extend_from_slice(&bytes);
+            hashing.add(bytes).await?;
             if buffer.len() as u64 >= start.part_size {
                 pending += 1;
                 let fresh = Vec::with_capacity(buffer.capacity());
@@ -500,20 +584,24 @@ impl Writer<'_> {
             }
         }
         metrics::counter!("streamgate_upload_bytes_total").increment(received);
-        check_chunk(checksum, digest, !interrupted)?;
+        let completes = offset + received == start.length;
+        let (kept, chunk) = self.settle(hashing, Keep::All, checksum.is_some() || completes).await?;
+        check_chunk(checksum, chunk, !interrupted)?;
 
         let next = &mut self.upload;
         next.parts = pending;
         next.offset = offset + received;
-        next.hash_state = Some(save_hash(&hasher));
-        if next.offset == next.length {
-            if !buffer.is_empty() || (pending == 0 && next.length > 0) {
+        if completes {
+            next.sha256 = kept.digest();
+        }
+        self.kept = Some(kept);
+        if completes {
+            if !buffer.is_empty() || (pending == 0 && start.length > 0) {
                 pending += 1;
                 self.store_part(pending, buffer).await?;
                 self.upload.parts = pending;
             }
             self.upload.tail = None;
-            self.upload.sha256 = Some(hex::encode(hasher.finalize()));
             self.finish().await?;
         } else if received > 0 {
             self.upload.tail = if buffer.is_empty() {
@@ -597,6 +685,7 @@ impl Writer<'_> {
             .hand_over(upload, upload.length, upload.sha256.clone())
             .await?;
         let key = upload.key();
+        let size = upload.length;
         match &upload.multipart_id {
             None => {
                 self.sources()
@@ -612,8 +701,26 @@ impl Writer<'_> {
                     .map_err(blob_error)?;
             }
         }
+        if self.upload.sha256.is_none() {
+            // Its running digest was lost on the way (see `digest`): read the file back once. The upload
+            // is complete whatever happens here; only its digest would stay unknown.
+            let recorded = match self.state.digest_of(&key).await {
+                Ok(sha256) => self
+                    .state
+                    .record_digest(&self.upload.id, &sha256, size)
+                    .await
+                    .map(|_| sha256),
+                Err(err) => Err(err),
+            };
+            match recorded {
+                Ok(sha256) => self.upload.sha256 = Some(sha256),
+                Err(err) => {
+                    tracing::error!(video_id = %self.upload.id, error = %err, "could not read back an upload's digest");
+                }
+            }
+        }
         metrics::counter!("streamgate_uploads_completed_total", "kind" => "tus").increment(1);
-        tracing::info!(video_id = %upload.id, size = upload.length, "upload complete");
+        tracing::info!(video_id = %self.upload.id, size, "upload complete");
         self.upload.state = UploadState::Complete;
         Ok(())
     }
@@ -624,10 +731,37 @@ impl Writer<'_> {
             state,
             upload,
             previous_tail,
+            start_digest,
+            kept,
         } = self;
+        let kept = match kept {
+            Some(kept) => kept,
+            None => unchanged(state.digests.behind(), start_digest).await,
+        };
         let mut next = upload.clone();
         next.lease = None;
-        let committed = state.uploads.save(&upload, next).await.map_err(upload_error)?;
+        let held = match kept {
+            Kept::Known(hasher) => {
+                next.hash_state = hasher.as_ref().map(save_hash);
+                next.running_digest = None;
+                None
+            }
+            Kept::Behind(digest) => {
+                let reference = state.digests.hold(&upload.id, digest);
+                next.hash_state = None;
+                next.running_digest = Some(reference.clone());
+                Some(reference)
+            }
+        };
+        let committed = match state.uploads.save(&upload, next).await {
+            Ok(committed) => committed,
+            Err(err) => {
+                if let Some(reference) = held {
+                    state.digests.forget(&upload.id, &reference);
+                }
+                return Err(upload_error(err));
+            }
+        };
         let stale: Vec<String> = if committed.state == UploadState::Complete {
             // Everything under the scratch prefix, tails of failed requests included.
             match state.sources.list(&committed.scratch_prefix()).await {
@@ -650,6 +784,18 @@ impl Writer<'_> {
             }
         }
         Ok(committed)
+    }
+}
+
+/// The running state after a request that committed no bytes: the one it started from.
+async fn unchanged(behind: bool, start: Option<State>) -> Kept {
+    let Some(state) = start else {
+        return Kept::Known(None);
+    };
+    match state.clone().now_or_never() {
+        Some(hasher) => Kept::Known(hasher),
+        None if behind => Kept::Behind(state),
+        None => Kept::Known(state.await),
     }
 }
 
