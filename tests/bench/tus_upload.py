@@ -6,10 +6,11 @@ The client is one keep-alive HTTP connection (`http.client`) sending PATCHes of 
 memory, so the servers, not the client's disk or its HTTP library, set the pace. Each server runs in its
 own process with a fresh data directory on the same disk; its peak resident memory (VmHWM) is read when
 the upload is done. Sizes are run in turn, so "memory flat in the file size" shows as equal peaks for the
-small and the large file.
+small and the large file. Each run also prints how much the machine's page cache grew during the upload
+(the bytes a server left cached; other processes move it too).
 
     tests/bench/tus_upload.py [--bin target/release/streamgate-local] [--sizes-mib 256,1024]
-                              [--chunk-mib 5] [--runs 3]
+                              [--chunk-mib 5] [--runs 5]
 
 StreamGate runs twice: with STREAMGATE_SYNC_WRITES=false, the durability @tus/server's file store has (it
 never calls fsync), and with the default, which waits for the disk before a finished upload becomes
@@ -60,6 +61,14 @@ def wait_for(url: str, process: subprocess.Popen):
             time.sleep(0.05)
 
 
+def page_cache_mib() -> float:
+    """The machine's page cache (`Cached` in /proc/meminfo), in MiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("Cached:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -108,7 +117,7 @@ def upload(endpoint: str, headers: dict, size: int, chunk: bytes) -> float:
     return elapsed
 
 
-def run_streamgate(binary: Path, size: int, chunk: bytes, sync: bool) -> tuple[float, float]:
+def run_streamgate(binary: Path, size: int, chunk: bytes, sync: bool) -> tuple[float, float, float]:
     data = tempfile.mkdtemp(prefix="bench-streamgate-", dir=ROOT / "target")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "STREAMGATE_"))}
@@ -120,15 +129,16 @@ def run_streamgate(binary: Path, size: int, chunk: bytes, sync: bool) -> tuple[f
     try:
         wait_for(f"{url}/v1/uploads", process)
         token = sign_in(url, ALICE)
+        cached = page_cache_mib()
         seconds = upload(f"{url}/v1/uploads", {"authorization": f"Bearer {token}"}, size, chunk)
-        return seconds, peak_rss_mib(process.pid)
+        return seconds, peak_rss_mib(process.pid), page_cache_mib() - cached
     finally:
         process.terminate()
         process.wait()
         shutil.rmtree(data, ignore_errors=True)
 
 
-def run_reference(size: int, chunk: bytes) -> tuple[float, float]:
+def run_reference(size: int, chunk: bytes) -> tuple[float, float, float]:
     data = tempfile.mkdtemp(prefix="bench-tus-node-", dir=ROOT / "target")
     port = free_port()
     script = ROOT / "tests" / "clients" / "tus-reference-server.mjs"
@@ -138,8 +148,9 @@ def run_reference(size: int, chunk: bytes) -> tuple[float, float]:
     url = f"http://127.0.0.1:{port}/files"
     try:
         wait_for(url, process)
+        cached = page_cache_mib()
         seconds = upload(url, {}, size, chunk)
-        return seconds, peak_rss_mib(process.pid)
+        return seconds, peak_rss_mib(process.pid), page_cache_mib() - cached
     finally:
         process.terminate()
         process.wait()
@@ -151,7 +162,7 @@ def main():
     parser.add_argument("--bin", type=Path, default=ROOT / "target" / "release" / "streamgate-local")
     parser.add_argument("--sizes-mib", default="256,1024")
     parser.add_argument("--chunk-mib", type=float, default=5)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     if not args.bin.exists():
         raise SystemExit(f"{args.bin} is missing: cargo build --release -p streamgate-local")
@@ -171,10 +182,10 @@ def main():
                 }[name]
                 # Start each run with nothing left for the disk to write from the one before.
                 os.sync()
-                seconds, peak = measure()
+                seconds, peak, cached = measure()
                 results.setdefault((name, size), []).append((seconds, peak))
                 print(f"run {run + 1} {name:16} {size // MIB:5} MiB: {size / MIB / seconds:7.1f} MiB/s, "
-                      f"{seconds:6.2f} s, peak RSS {peak:6.1f} MiB", flush=True)
+                      f"{seconds:6.2f} s, peak RSS {peak:6.1f} MiB, page cache {cached:+7.0f} MiB", flush=True)
     print()
     print(f"medians over {args.runs} runs, {args.chunk_mib:g} MiB chunks:")
     for size in sizes:

@@ -107,35 +107,33 @@ fn allocate(_: &File, _: u64, _: u64) -> bool {
     false
 }
 
-/// Starts writing `len` bytes from `offset` on to the disk and returns without waiting for them. Parts
-/// of an upload whose object must reach the disk before it is visible are sent on their way as they are
-/// written, so the fsync that completes the upload waits for the last of them, not for all of them.
+/// Write-behind and drop-behind for the first `end` bytes of an assembly, called as each part is
+/// appended: starts writing its dirty pages to the disk without waiting for them, and drops from the page
+/// cache those already written (only clean pages are dropped). An upload then streams through a few
+/// megabytes of cache rather than filling it with bytes read once, later, by the pipeline (and evicting
+/// what playback reads), and the fsync that completes a synced upload waits for its last part only. On a
+/// virtual machine it also keeps the writes in memory the host already backs, rather than in free pages
+/// it may have to fault in again, which made the pace of large uploads uneven.
 ///
-/// On Linux, `POSIX_FADV_DONTNEED` starts the write-back of a range's dirty pages and leaves them cached
-/// (only clean pages are dropped): what `sync_file_range(2)` with `SYNC_FILE_RANGE_WRITE` does, which
-/// neither rustix nor nix offers. A failure only loses the head start: the fsync at completion is what
-/// makes the object durable.
+/// On Linux, `POSIX_FADV_DONTNEED` starts the write-back of a range's dirty pages and drops its clean
+/// ones; `sync_file_range(2)`, the other way to start a write-back, is offered by neither rustix nor nix.
+/// A failure costs only cache: the fsync at completion is what makes an object durable.
 #[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    if let Err(err) = rustix::fs::fadvise(
-        file,
-        offset,
-        std::num::NonZeroU64::new(len),
-        rustix::fs::Advice::DontNeed,
-    ) {
+fn write_behind(file: &File, end: u64) {
+    if let Err(err) = rustix::fs::fadvise(file, 0, std::num::NonZeroU64::new(end), rustix::fs::Advice::DontNeed) {
         tracing::debug!(error = %err, "starting the write-back of a part failed");
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_: &File, _: u64, _: u64) {}
+fn write_behind(_: &File, _: u64) {}
 
 impl Upload {
     pub(super) fn new(dir: PathBuf) -> Self {
         Self { dir, sync: true }
     }
 
-    /// With `false`, the completed object is not synced to the disk (nor are its parts sent on their way).
+    /// With `false`, the completed object is not synced to the disk.
     pub(super) fn with_sync(self, sync: bool) -> Self {
         Self { sync, ..self }
     }
@@ -165,8 +163,8 @@ impl Upload {
     ///
     /// The part is written on one blocking thread that waits for the body's chunks itself, so a chunk
     /// goes to disk as soon as it arrives, without a hand-over to the blocking pool for every write. A
-    /// part of known `size` gets its blocks allocated at once, before its bytes arrive. When the object
-    /// is to be synced, an appended part's write-back starts as soon as it is written.
+    /// part of known `size` gets its blocks allocated at once, before its bytes arrive. An appended part's
+    /// write-back starts as soon as it is written (see [`write_behind`]).
     pub(super) async fn put<S, E>(
         &self,
         key: String,
@@ -186,7 +184,6 @@ impl Upload {
         let tmp = tmp.to_owned();
         let handle = Handle::current();
         let tag = etag.clone();
-        let sync = self.sync;
         tokio::task::spawn_blocking(move || {
             let mut body = body;
             if read_key(&dir)?.as_deref() != Some(key.as_str()) {
@@ -200,9 +197,7 @@ impl Upload {
                 let written = write_part(&handle, &assembly, end, size, max, &mut body);
                 match &written {
                     Ok(len) => {
-                        if sync {
-                            start_writeback(&assembly, end, *len);
-                        }
+                        write_behind(&assembly, end + *len);
                         append_index(&dir, &format!("{number} {end} {len} {tag}\n"))
                     }
                     // Bytes past the last indexed part are dropped, now or by the next append.
@@ -472,7 +467,7 @@ mod tests {
     #[tokio::test]
     async fn parts_shorter_than_announced_end_where_their_bytes_do() {
         let (tmp, dir) = upload_of_key_k().await;
-        // Synced, as by default: an appended part's write-back is started, the joined object synced.
+        // Synced, as by default: the joined object is synced.
         let upload = Upload::new(dir.clone());
         // Appended to the assembly, then a separate part (out of order), each announced longer.
         let first = upload
