@@ -52,7 +52,7 @@ fn restore_hash(saved: &str) -> Result<sha2::Sha256, ApiError> {
 const MAX_HELD: usize = 10_000;
 
 /// The states this process holds for the next request of each upload.
-pub struct RunningDigests {
+pub(crate) struct RunningDigests {
     /// Whether a request may answer before its hashing is done.
     behind: bool,
     held: Mutex<Holds>,
@@ -75,7 +75,7 @@ struct Held {
 impl RunningDigests {
     /// With `behind`, requests answer before their hashing is done; only where the process goes on
     /// running after it answers.
-    pub fn new(behind: bool) -> Self {
+    pub(crate) fn new(behind: bool) -> Self {
         Self {
             behind,
             held: Mutex::default(),

@@ -30,7 +30,7 @@ use crate::{AppState, blob_error, gone, metadata, new_video};
 mod digest;
 mod writer;
 
-pub use digest::RunningDigests;
+pub(crate) use digest::RunningDigests;
 use writer::{Checksum, receive};
 
 pub const TUS_VERSION: &str = "1.0.0";
