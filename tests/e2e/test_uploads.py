@@ -397,10 +397,11 @@ def lambda_call(api, method: str, path: str, headers: dict, body: bytes = b"") -
 
 
 def test_tus_through_lambda_function_urls(lambda_function, knative, tmp_path):
-    key = {"STREAMGATE_SESSION_KEY": paserk_secret()}
-    auth, _ = knative("api-auth", key)
+    # One installation: the functions share a session key and, as they would a table, a data directory.
+    installation = {"STREAMGATE_SESSION_KEY": paserk_secret(), "STREAMGATE_DATA_DIR": str(tmp_path / "installation")}
+    auth, _ = knative("api-auth", installation)
     token = sign_in(auth, ALICE)
-    api, process = lambda_function("api-upload", key)
+    api, process = lambda_function("api-upload", installation)
     tus_headers = {"tus-resumable": "1.0.0", "authorization": f"Bearer {token}"}
 
     status, headers = lambda_call(api, "OPTIONS", "/v1/uploads", {})
@@ -431,6 +432,10 @@ def test_tus_through_lambda_function_urls(lambda_function, knative, tmp_path):
     assert headers["upload-offset"] == str(len(data))
     assert headers["cache-control"] == "no-store"
     assert process.alive()
+    # Each invocation waited for its hashing and saved the state in the record for the next: the digest
+    # recorded at the end is the whole file's.
+    videos, _ = knative("api-videos", installation)
+    assert video_of(videos, token, location)["source"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 def test_capabilities_and_cors(local_server):
