@@ -20,8 +20,9 @@ pub struct Moto {
 struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
+    /// Closing the shell's stdin stops the server; then the shell ends.
     fn drop(&mut self) {
-        drop(self.0.kill());
+        drop(self.0.stdin.take());
         drop(self.0.wait());
     }
 }
@@ -59,8 +60,16 @@ impl Moto {
             .expect("free port")
             .port();
         let binary = moto_binary();
-        let child = Command::new(&binary)
+        // The server lives in a static, which is never dropped: a shell keeps it only as long as the test
+        // process holds the shell's stdin open, which ends with the process however it ends.
+        let child = Command::new("sh")
+            .args([
+                "-c",
+                r#""$0" "$@" & server=$!; cat > /dev/null; kill "$server"; wait "$server""#,
+            ])
+            .arg(&binary)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
