@@ -62,8 +62,8 @@ impl StoreCache {
     /// The item as last read, if it is known (`Some(None)`: known missing, or expired since).
     pub(crate) fn item(&self, pk: &str, sk: &str) -> Option<Option<Arc<Item>>> {
         let cached = self.items.get(&ItemKeyRef(pk, sk))?;
-        let now = now_unix();
-        Some(cached.filter(|item| !item.is_expired(now)))
+        // The clock is read only for items that expire: most never do.
+        Some(cached.filter(|item| item.expires_at.is_none() || !item.is_expired(now_unix())))
     }
 
     /// A page of the partition as last read, if none of its items has expired since (the database
@@ -71,9 +71,12 @@ impl StoreCache {
     pub(crate) fn page(&self, pk: &str, query: &Query) -> Option<Arc<Page>> {
         let pages = self.pages.get(pk)?;
         let (_, page) = pages.iter().find(|(q, _)| q == query)?;
-        let now = now_unix();
-        if page.items.iter().any(|item| item.is_expired(now)) {
-            return None;
+        let mut expiring = page.items.iter().filter(|item| item.expires_at.is_some()).peekable();
+        if expiring.peek().is_some() {
+            let now = now_unix();
+            if expiring.any(|item| item.is_expired(now)) {
+                return None;
+            }
         }
         Some(page.clone())
     }
@@ -169,7 +172,12 @@ mod tests {
             .await;
         assert_eq!(cache.page("session#2", &query).expect("kept").items, vec![live.clone()]);
         cache
-            .keep_page(cache.ticket(), "session#2", &query, &page(vec![live, expired]))
+            .keep_page(
+                cache.ticket(),
+                "session#2",
+                &query,
+                &page(vec![Item::new("session#2", "0"), live, expired]),
+            )
             .await;
         assert!(
             cache.page("session#2", &query).is_none(),
