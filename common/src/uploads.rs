@@ -52,11 +52,76 @@ pub struct Lease {
     pub until: DateTime<Utc>,
 }
 
-/// Bytes received but not yet in a part, kept as an object of their own until a part fills up.
+/// Bytes received but not yet in a part, kept as objects of their own until a part fills up: one piece
+/// per request that added to it, in order, so that a request below a part stores its own bytes only
+/// rather than rewriting those before it (an upload in 64 KiB chunks would otherwise rewrite each 5 MiB
+/// part 80 times over).
+///
+/// A tail of one piece is recorded as `{"key", "size"}`, the form every version reads; one of several
+/// as a list of them, which versions that know only one piece fail to read (an error, where reading the
+/// first piece alone would lose the others' bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "TailRecord", into = "TailRecord")]
 pub struct Tail {
+    pieces: Vec<TailPiece>,
+}
+
+/// One object of a tail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailPiece {
     pub key: String,
     pub size: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum TailRecord {
+    One(TailPiece),
+    Several(Vec<TailPiece>),
+}
+
+impl From<TailRecord> for Tail {
+    fn from(record: TailRecord) -> Self {
+        match record {
+            TailRecord::One(piece) => Self { pieces: vec![piece] },
+            TailRecord::Several(pieces) => Self { pieces },
+        }
+    }
+}
+
+impl From<Tail> for TailRecord {
+    fn from(mut tail: Tail) -> Self {
+        match tail.pieces.len() {
+            1 => Self::One(tail.pieces.remove(0)),
+            _ => Self::Several(tail.pieces),
+        }
+    }
+}
+
+impl Tail {
+    /// A tail of one object.
+    pub fn new(key: String, size: u64) -> Self {
+        Self {
+            pieces: vec![TailPiece { key, size }],
+        }
+    }
+
+    /// This tail and then the object `key` of `size` bytes.
+    pub fn and(&self, key: String, size: u64) -> Self {
+        let mut pieces = self.pieces.clone();
+        pieces.push(TailPiece { key, size });
+        Self { pieces }
+    }
+
+    /// Its bytes, all pieces together.
+    pub fn size(&self) -> u64 {
+        self.pieces.iter().map(|piece| piece.size).sum()
+    }
+
+    /// Its objects, in the order of their bytes.
+    pub fn pieces(&self) -> &[TailPiece] {
+        &self.pieces
+    }
 }
 
 /// One stored part.
@@ -353,5 +418,29 @@ mod tests {
         let size = part_size_for(large, 5 * MIB);
         assert!(large.div_ceil(size) <= 10_000, "{size}");
         assert_eq!(size % MIB, 0);
+    }
+
+    #[test]
+    fn a_tail_of_one_piece_keeps_the_record_form_of_one_object() {
+        let one = Tail::new("uploads/x/tail-3".into(), 10);
+        let json = serde_json::to_value(&one).expect("serialize");
+        assert_eq!(json, serde_json::json!({"key": "uploads/x/tail-3", "size": 10}));
+        assert_eq!(serde_json::from_value::<Tail>(json).expect("read"), one);
+
+        let several = one.and("uploads/x/tail-4".into(), 5);
+        assert_eq!(several.size(), 15);
+        let json = serde_json::to_value(&several).expect("serialize");
+        assert!(json.is_array(), "{json}");
+        assert_eq!(serde_json::from_value::<Tail>(json.clone()).expect("read"), several);
+        // A version that knows a single object only refuses it rather than reading its first piece.
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct SingleObject {
+            key: String,
+            size: u64,
+        }
+        assert!(serde_json::from_value::<SingleObject>(json).is_err());
+        let keys: Vec<&str> = several.pieces().iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["uploads/x/tail-3", "uploads/x/tail-4"]);
     }
 }

@@ -394,6 +394,71 @@ async fn an_upload_in_small_chunks_becomes_the_source() {
 }
 
 #[tokio::test]
+async fn small_chunks_are_stored_once_as_tail_pieces() {
+    let app = app().await;
+    let data = bytes_of((5 * MIB + 70_000) as usize, 8);
+    let path = app.create(&app.alice, data.len() as u64, "").await;
+    let scratch = format!("uploads/{}/", App::id(&path));
+    let mut keys_of_tail = Vec::new();
+    let mut offset = 0usize;
+    // 100 KiB chunks: 51 fill the first part, 16 pieces at most at a time.
+    for (i, chunk) in data.chunks(100 * 1024).enumerate() {
+        let answer = if i == 20 {
+            // One of unknown length rewrites the tail as one piece.
+            app.patch_streamed(&app.alice, &path, offset as u64, chunk.to_vec())
+                .await
+        } else {
+            app.patch(&app.alice, &path, offset as u64, chunk.to_vec()).await
+        };
+        assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
+        offset += chunk.len();
+        let record = app.record(&path).await;
+        let Some(tail) = &record.tail else {
+            assert!(
+                record.parts > 0 || offset == data.len(),
+                "bytes in neither a part nor a tail"
+            );
+            continue;
+        };
+        let pieces = tail.pieces();
+        // Each declared chunk adds one piece; the 17th piece, and the chunk of unknown length, make one.
+        let expected = match i {
+            0..=15 => i + 1,
+            16..=19 => i - 15,
+            20..=35 => i - 19,
+            36..=50 => i - 35,
+            _ => unreachable!("the first part is full after 51 chunks"),
+        };
+        assert_eq!(pieces.len(), expected, "pieces after chunk {i}");
+        assert_eq!(record.offset, offset as u64);
+        assert_eq!(tail.size(), offset as u64 - u64::from(record.parts) * 5 * MIB);
+        // Exactly the tail's pieces are stored: rewritten ones are deleted.
+        let mut stored: Vec<String> = app
+            .ports
+            .sources
+            .list(&scratch)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        stored.sort();
+        keys_of_tail = pieces.iter().map(|p| p.key.clone()).collect();
+        let mut listed = keys_of_tail.clone();
+        listed.sort();
+        assert_eq!(stored, listed, "after chunk {i}");
+    }
+    assert!(!keys_of_tail.is_empty());
+    assert!(
+        app.source(&path).await.as_ref() == data.as_slice(),
+        "the source differs from what was sent"
+    );
+    assert!(app.ports.sources.list(&scratch).await.expect("list").is_empty());
+    let source = app.video(&path).await.expect("video").source.expect("source recorded");
+    assert_eq!(source.sha256, Some(hex::encode(sha2::Sha256::digest(&data))));
+}
+
+#[tokio::test]
 async fn chunks_larger_than_a_part_and_creation_with_upload() {
     let app = app().await;
     let data = bytes_of((11 * MIB) as usize, 3);

@@ -127,14 +127,20 @@ pub(super) async fn receive(
             start_digest,
             kept: None,
         };
-        let tail = writer.upload.tail.as_ref().map_or(0, |t| t.size);
+        let tail = writer.upload.tail.as_ref().map_or(0, Tail::size);
         let plan = declared.and_then(|declared| {
             let is_last = offset + declared == writer.upload.length;
             plan_parts(tail, declared, is_last, writer.upload.part_size)
         });
         let result = match plan {
             Some(sizes) => writer.write_parts(offset, body, sizes, checksum).await,
-            None => writer.write_buffered(offset, body, checksum).await,
+            None => {
+                // A declared request that fills no part adds a piece to the tail; one of unknown length
+                // may fill parts, and starts from the tail's bytes.
+                let pieces = writer.upload.tail.as_ref().map_or(0, |t| t.pieces().len());
+                let append = declared.filter(|_| pieces < MAX_TAIL_PIECES);
+                writer.write_buffered(offset, body, checksum, append).await
+            }
         };
         match result {
             Ok(()) => writer.commit().await,
@@ -161,6 +167,14 @@ async fn release(state: &AppState, leased: &Upload, start_digest: Option<State>)
         }
     }
 }
+
+/// A tail has at most this many pieces: the request that would add one more rewrites them as one
+/// instead. This bounds the record's size and the reads that turn a tail into a part, while an upload in
+/// small chunks writes most bytes once.
+const MAX_TAIL_PIECES: usize = 16;
+
+/// How many tail pieces are read at once when a part is made of them.
+const TAIL_READS: usize = 4;
 
 /// Pieces are handed between tasks in batches of about this many bytes, not frame by frame; small enough
 /// that the hashing and writing threads finish soon after a body's last byte (512 KiB left them a
@@ -440,13 +454,16 @@ impl Writer<'_> {
             sizes[0],
         )?);
         if let Some(tail) = &start.tail {
-            let bytes = self.sources().get(&tail.key).await.map_err(blob_error)?;
-            filled = bytes.len() as u64;
-            let mut current = sink_of(&mut sink);
-            if !current.send(bytes).await {
-                return Err(self.stopped(current).await);
+            let mut pieces = self.tail_pieces(tail);
+            while let Some(bytes) = pieces.next().await {
+                let bytes = bytes?;
+                filled += bytes.len() as u64;
+                let mut current = sink_of(&mut sink);
+                if !current.send(bytes).await {
+                    return Err(self.stopped(current).await);
+                }
+                sink = Some(current);
             }
-            sink = Some(current);
         }
         let mut received = 0u64;
         let mut interrupted = false;
@@ -499,7 +516,7 @@ impl Writer<'_> {
             sink.abandon().await;
         }
         // The parts filled are kept; bytes after the last of them are dropped.
-        let tail = start.tail.as_ref().map_or(0, |t| t.size);
+        let tail = start.tail.as_ref().map_or(0, Tail::size);
         let end = start.offset - tail + sizes[..part].iter().sum::<u64>();
         let completes = part > 0 && end == start.length;
         let (kept, chunk) = self
@@ -550,15 +567,38 @@ impl Writer<'_> {
     }
 
     /// Writes a body into memory and parts as it fills them; what is left after it becomes the tail.
-    async fn write_buffered(&mut self, offset: u64, body: Body, checksum: Option<Checksum>) -> Result<(), ApiError> {
+    /// Reads the pieces of `tail`, in order.
+    fn tail_pieces<'t>(&'t self, tail: &'t Tail) -> impl futures::Stream<Item = Result<Bytes, ApiError>> + Unpin + 't {
+        let sources = self.sources();
+        futures::stream::iter(tail.pieces())
+            .map(move |piece| async move { sources.get(&piece.key).await.map_err(blob_error) })
+            .buffered(TAIL_READS)
+    }
+
+    /// Writes a request that fills no part on its own, or one of unknown length. With `append`, the
+    /// request's declared length, its bytes become one more piece of the tail; without, the tail's
+    /// bytes and the request's are buffered together, stored as the parts they fill and a tail of one
+    /// piece.
+    async fn write_buffered(
+        &mut self,
+        offset: u64,
+        body: Body,
+        checksum: Option<Checksum>,
+        append: Option<u64>,
+    ) -> Result<(), ApiError> {
         let start = self.upload.clone();
         let mut hashing = Hashing::start(self.start_digest.clone(), checksum.as_ref().map(Checksum::digest));
-        let capacity = start
-            .part_size
-            .min(start.length - offset + start.tail.as_ref().map_or(0, |t| t.size));
+        let tail = start.tail.as_ref().map_or(0, Tail::size);
+        let capacity = match append {
+            Some(declared) => declared.min(start.part_size),
+            None => start.part_size.min(start.length - offset + tail),
+        };
         let mut buffer = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0) + 64 * 1024);
-        if let Some(tail) = &start.tail {
-            buffer.extend_from_slice(&self.sources().get(&tail.key).await.map_err(blob_error)?);
+        if let (None, Some(tail)) = (append, &start.tail) {
+            let mut pieces = self.tail_pieces(tail);
+            while let Some(bytes) = pieces.next().await {
+                buffer.extend_from_slice(&bytes?);
+            }
         }
         let mut received = 0u64;
         let mut pending = start.parts;
@@ -575,6 +615,11 @@ impl Writer<'_> {
             };
             received += bytes.len() as u64;
             self.admit(offset, received)?;
+            if append.is_some_and(|declared| received > declared) {
+                // Hyper stops a body at its declared length; were one longer, the bytes past it would
+                // belong to a part that does not start with the tail.
+                return Err(ApiError::internal(&"a body longer than its declared length"));
+            }
             buffer.extend_from_slice(&bytes);
             hashing.add(bytes).await?;
             if buffer.len() as u64 >= start.part_size {
@@ -604,8 +649,9 @@ impl Writer<'_> {
             self.upload.tail = None;
             self.finish().await?;
         } else if received > 0 {
+            let before = append.and(start.tail.as_ref());
             self.upload.tail = if buffer.is_empty() {
-                None
+                before.cloned()
             } else {
                 let key = format!("{}tail-{}", start.scratch_prefix(), start.version + 1);
                 let size = buffer.len() as u64;
@@ -613,7 +659,10 @@ impl Writer<'_> {
                     .put(&key, Bytes::from(buffer), None)
                     .await
                     .map_err(blob_error)?;
-                Some(Tail { key, size })
+                Some(match before {
+                    Some(tail) => tail.and(key, size),
+                    None => Tail::new(key, size),
+                })
             };
             self.upload.expires_at = Utc::now() + expiry(self.state);
         }
@@ -772,10 +821,14 @@ impl Writer<'_> {
                 }
             }
         } else {
+            // The pieces the committed tail no longer has: all of them once it was rewritten or filled
+            // a part, none when a piece was added.
+            let kept = committed.tail.as_ref().map_or(&[][..], Tail::pieces);
             previous_tail
-                .filter(|previous| committed.tail.as_ref() != Some(previous))
-                .map(|tail| tail.key)
-                .into_iter()
+                .iter()
+                .flat_map(Tail::pieces)
+                .filter(|piece| !kept.contains(piece))
+                .map(|piece| piece.key.clone())
                 .collect()
         };
         for key in stale {
