@@ -566,7 +566,6 @@ impl Writer<'_> {
         }
     }
 
-    /// Writes a body into memory and parts as it fills them; what is left after it becomes the tail.
     /// Reads the pieces of `tail`, in order.
     fn tail_pieces<'t>(&'t self, tail: &'t Tail) -> impl futures::Stream<Item = Result<Bytes, ApiError>> + Unpin + 't {
         let sources = self.sources();
@@ -575,10 +574,10 @@ impl Writer<'_> {
             .buffered(TAIL_READS)
     }
 
-    /// Writes a request that fills no part on its own, or one of unknown length. With `append`, the
-    /// request's declared length, its bytes become one more piece of the tail; without, the tail's
-    /// bytes and the request's are buffered together, stored as the parts they fill and a tail of one
-    /// piece.
+    /// Writes a request that fills no part on its own, or one of unknown length. With `append` (the
+    /// request's declared length), its bytes become one more piece of the tail. Without, the tail's bytes
+    /// and the request's are gathered in memory: the parts they fill are stored as they fill, and what is
+    /// left after them becomes a tail of one piece.
     async fn write_buffered(
         &mut self,
         offset: u64,
