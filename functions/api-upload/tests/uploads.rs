@@ -147,6 +147,15 @@ impl App {
         .await
     }
 
+    /// A PATCH with `Content-Length`, or with `streamed`, of unknown length.
+    async fn patch_either(&self, streamed: bool, token: &str, path: &str, offset: u64, body: Vec<u8>) -> Answer {
+        if streamed {
+            self.patch_streamed(token, path, offset, body).await
+        } else {
+            self.patch(token, path, offset, body).await
+        }
+    }
+
     /// Another server of the same installation: the same storage, its own memory.
     fn another_server(&self, behind: bool) -> App {
         let state = api_upload::AppState::new(&self.config, &self.ports)
@@ -355,12 +364,9 @@ async fn an_upload_in_small_chunks_becomes_the_source() {
     // 1 MiB chunks: five requests fill each 5 MiB part, the rest waits in a tail object.
     let mut offset = 0usize;
     for (i, chunk) in data.chunks(MIB as usize).enumerate() {
-        let answer = if i % 3 == 0 {
-            app.patch_streamed(&app.alice, &path, offset as u64, chunk.to_vec())
-                .await
-        } else {
-            app.patch(&app.alice, &path, offset as u64, chunk.to_vec()).await
-        };
+        let answer = app
+            .patch_either(i % 3 == 0, &app.alice, &path, offset as u64, chunk.to_vec())
+            .await;
         assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
         offset += chunk.len();
         assert_eq!(answer.header("upload-offset"), Some(offset.to_string().as_str()));
@@ -403,13 +409,10 @@ async fn small_chunks_are_stored_once_as_tail_pieces() {
     let mut offset = 0usize;
     // 100 KiB chunks: 51 fill the first part, 16 pieces at most at a time.
     for (i, chunk) in data.chunks(100 * 1024).enumerate() {
-        let answer = if i == 20 {
-            // One of unknown length rewrites the tail as one piece.
-            app.patch_streamed(&app.alice, &path, offset as u64, chunk.to_vec())
-                .await
-        } else {
-            app.patch(&app.alice, &path, offset as u64, chunk.to_vec()).await
-        };
+        // The 21st is of unknown length, and rewrites the tail as one piece.
+        let answer = app
+            .patch_either(i == 20, &app.alice, &path, offset as u64, chunk.to_vec())
+            .await;
         assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
         offset += chunk.len();
         let record = app.record(&path).await;
