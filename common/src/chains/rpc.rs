@@ -45,8 +45,18 @@ pub enum ChainError {
 /// What the chain said to a call.
 enum Outcome<T> {
     Answer(T),
-    /// The node answered with an error (a revert, say): final, another URL would say the same.
+    /// The call reverted: final, another URL would say the same (see [`is_revert`]).
     Refused(String),
+}
+
+/// Whether a node's error answer is the call's own outcome: the contract reverted. EIP-1474 gives a
+/// revert code 3; nodes that do not use it say so in the message (`execution reverted`), and Nethermind
+/// answers any failed execution with -32015. Any other error answer (a rate limit, an internal error, a
+/// block the node does not have) is the URL failing: the call goes on to the next URL, and when none
+/// answers, to a [`ChainError::Unavailable`], never to a reverted call, which reads as a balance of 0.
+fn is_revert(code: i64, message: &str) -> bool {
+    const NETHERMIND_EXECUTION_ERROR: i64 = -32015;
+    code == 3 || code == NETHERMIND_EXECUTION_ERROR || message.to_ascii_lowercase().contains("revert")
 }
 
 /// Consecutive failures after which a URL is left alone for [`COOL_DOWN`].
@@ -190,10 +200,18 @@ impl RpcChains {
                         endpoint.record(true);
                         return Ok(Outcome::Answer(answer));
                     }
-                    Ok(Err(AlloyRpcError::ErrorResp(payload))) => {
+                    Ok(Err(AlloyRpcError::ErrorResp(payload))) if is_revert(payload.code, &payload.message) => {
                         endpoint.record(true);
                         return Ok(Outcome::Refused(payload.message.to_string()));
                     }
+                    // A rate limit, an internal error, a block the node lacks: that URL's trouble, which
+                    // says nothing of the contract.
+                    Ok(Err(AlloyRpcError::ErrorResp(payload))) => format!(
+                        "{}: the node answered error {}: {}",
+                        endpoint.host(),
+                        payload.code,
+                        payload.message
+                    ),
                     Ok(Err(err)) => format!("{}: {err}", endpoint.host()),
                     Err(_) => format!("{}: no answer within {:?}", endpoint.host(), self.timeout),
                 };
@@ -346,7 +364,87 @@ impl ContractWallets for RpcChains {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
+
+    /// A JSON-RPC node on loopback that gives every request the members of `answer` (a `result` or an
+    /// `error`); returns its URL and how many requests it has had.
+    async fn node(answer: Value) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        let reply = move |axum::Json(request): axum::Json<Value>| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut reply = json!({"jsonrpc": "2.0", "id": request["id"]});
+            if let (Some(reply), Some(members)) = (reply.as_object_mut(), answer.as_object()) {
+                reply.extend(members.clone());
+            }
+            std::future::ready(axum::Json(reply))
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("address"));
+        let app = axum::Router::new().route("/", axum::routing::post(reply));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, asked)
+    }
+
+    fn chain_1(urls: &[&str]) -> RpcChains {
+        let urls = urls.join(",");
+        let chains = Chains::from_vars([("STREAMGATE_RPC_1", urls.as_str())]).expect("chains");
+        RpcChains::new(&chains, Duration::from_secs(5))
+    }
+
+    fn balance_of() -> Bytes {
+        Bytes::from_static(&[0x70, 0xa0, 0x82, 0x31])
+    }
+
+    #[tokio::test]
+    async fn a_node_error_that_is_not_a_revert_fails_over_and_never_reads_as_a_revert() {
+        let (limited, limited_asked) = node(json!({"error": {"code": -32005, "message": "rate limited"}})).await;
+        let (internal, _) = node(json!({"error": {"code": -32603, "message": "internal error"}})).await;
+        let one = format!("0x{}", "00".repeat(31) + "01");
+        let (healthy, _) = node(json!({"result": one})).await;
+        let to = Address::repeat_byte(7);
+
+        let answer = chain_1(&[&limited, &healthy]).call(1, to, balance_of()).await;
+        let output = answer.expect("the second URL answers").expect("not a revert");
+        assert_eq!(output.last(), Some(&1));
+        assert_eq!(limited_asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let answer = chain_1(&[&limited, &internal]).call(1, to, balance_of()).await;
+        match answer {
+            Err(ChainError::Unavailable { chain: 1, last }) => assert!(last.contains("-32603"), "{last}"),
+            other => panic!("no URL answered, which is not a revert: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revert_is_the_calls_answer_from_the_first_url() {
+        for error in [
+            json!({"code": 3, "message": "execution reverted", "data": "0x7e273289"}),
+            json!({"code": -32000, "message": "execution reverted"}),
+            json!({"code": -32015, "message": "VM execution error.", "data": "revert"}),
+        ] {
+            let (reverting, _) = node(json!({"error": error})).await;
+            let (unused, unused_asked) = node(json!({"result": "0x"})).await;
+            let answer = chain_1(&[&reverting, &unused])
+                .call(1, Address::repeat_byte(7), balance_of())
+                .await;
+            assert_eq!(answer, Ok(None), "{error}");
+            assert_eq!(unused_asked.load(std::sync::atomic::Ordering::SeqCst), 0, "{error}");
+        }
+    }
+
+    #[test]
+    fn only_reverts_are_final() {
+        assert!(is_revert(3, "execution reverted: ERC721NonexistentToken"));
+        assert!(is_revert(-32000, "Execution Reverted"));
+        assert!(is_revert(-32015, "VM execution error."));
+        assert!(!is_revert(-32000, "header not found"));
+        assert!(!is_revert(-32005, "request rate exceeded"));
+        assert!(!is_revert(429, "Too Many Requests"));
+        assert!(!is_revert(-32603, "internal error"));
+    }
 
     #[test]
     fn a_breaker_opens_after_failures_in_a_row_and_half_opens_after_its_cool_down() {
