@@ -280,12 +280,12 @@ impl Handler {
         .await?;
         self.put_text(format!("{prefix}manifest.mpd"), mpd, "application/dash+xml")
             .await?;
+        let folders: Vec<(&str, &[Segment])> = variants
+            .iter()
+            .map(|v| (v.name.as_str(), &v.segments[..]))
+            .chain(audio.as_ref().map(|a| ("audio", &a.segments[..])))
+            .collect();
         if gated {
-            let folders: Vec<(&str, &[Segment])> = variants
-                .iter()
-                .map(|v| (v.name.as_str(), &v.segments[..]))
-                .chain(audio.as_ref().map(|a| ("audio", &a.segments[..])))
-                .collect();
             self.encrypt(id, &folders, &master).await?;
         }
         self.pictures(plan).await?;
@@ -317,13 +317,26 @@ impl Handler {
             })
             .await
             .map_err(EventError::retryable)?;
-        if updated.is_none() {
+        let Some(video) = updated else {
             // Deleted while this ran: what it wrote would outlive the video.
             for object in self.media.list(&prefix).await.map_err(EventError::retryable)? {
                 self.media.delete(&object.key).await.map_err(EventError::retryable)?;
             }
             tracing::info!(video_id = %id, "the video was deleted while it was finalized; its media are removed");
             return Ok(());
+        };
+        if video.status == VideoStatus::Ready && !video.is_public() && !video.encrypted_hls {
+            // Gated by an edit while this ran, which asked for no encrypted copy as the video was not
+            // ready yet: it is made now.
+            self.encrypt(id, &folders, &master).await?;
+            self.videos
+                .update(id, |video| {
+                    video.encrypted_hls = true;
+                    true
+                })
+                .await
+                .map_err(EventError::retryable)?;
+            tracing::info!(video_id = %id, "the video was gated while it was finalized; its encrypted copy is made");
         }
         tracing::info!(video_id = %id, renditions = variants.len(), "video ready");
         metrics::counter!("streamgate_videos_ready_total").increment(1);

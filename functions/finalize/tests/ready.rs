@@ -136,3 +136,77 @@ async fn a_finished_plan_becomes_a_ready_hls_and_dash_stream() {
         .expect("master");
     assert!(again.as_ref() == master.as_bytes());
 }
+
+#[tokio::test]
+async fn a_video_gated_while_it_is_finalized_gets_its_encrypted_copy() {
+    let setup = setup().await;
+    let plan = setup.planned(4, 4).await;
+    for job in &plan.jobs {
+        setup.run(&plan, job).await;
+    }
+    let videos = Videos::new(setup.ports.store.clone());
+    let job = FinalizeJob {
+        video_id: plan.video_id.clone(),
+    };
+    let prefix = format!("videos/{}/", plan.video_id);
+    let master = format!("{prefix}master.m3u8");
+    let rule = serde_json::json!({
+        "type": "token",
+        "chainId": 1,
+        "contract": "0xBC4CA0EdA7647A8aB7C2061c2E118A18a936f13D",
+        "standard": "erc721"
+    });
+    let finalizing = setup.finalize.handle(message("f1", &job));
+    let gating = async {
+        // The manifests are written after finalize has read the record and before it makes the video
+        // ready (posters and thumbnails come between): the owner gates the video in between.
+        while setup.ports.media.head(&master).await.expect("head").is_none() {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        videos
+            .update(&plan.video_id, |video| {
+                video.set_access(rule.clone());
+                true
+            })
+            .await
+            .expect("store")
+            .expect("video")
+    };
+    let (finalized, gated) = tokio::join!(finalizing, gating);
+    finalized.expect("finalized");
+    if gated.status == VideoStatus::Ready {
+        // The edit came after all: api-videos then asks for another finalize, which makes the copy.
+        setup
+            .finalize
+            .handle(message("f2", &job))
+            .await
+            .expect("finalized again");
+    }
+
+    let video = videos.get(&plan.video_id).await.expect("store").expect("video");
+    assert_eq!(video.status, VideoStatus::Ready);
+    assert!(!video.is_public());
+    assert!(video.encrypted_hls, "a gated video has its encrypted copy");
+    let sealed = setup
+        .ports
+        .media
+        .get(&format!("{prefix}aes/240p/index.m3u8"))
+        .await
+        .expect("encrypted playlist");
+    let playlist = String::from_utf8_lossy(&sealed);
+    assert!(playlist.contains("#EXT-X-KEY:METHOD=AES-128"), "{playlist}");
+    let clear = setup
+        .ports
+        .media
+        .get(&format!("{prefix}240p/seg-00000.m4s"))
+        .await
+        .expect("clear segment");
+    let encrypted = setup
+        .ports
+        .media
+        .get(&format!("{prefix}aes/240p/seg-00000.m4s"))
+        .await
+        .expect("encrypted segment");
+    assert_ne!(clear, encrypted);
+    assert_eq!(encrypted.len() % 16, 0, "whole AES blocks");
+}
