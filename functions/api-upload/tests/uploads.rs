@@ -461,6 +461,69 @@ async fn small_chunks_are_stored_once_as_tail_pieces() {
     assert_eq!(source.sha256, Some(hex::encode(sha2::Sha256::digest(&data))));
 }
 
+/// A request whose bytes the store cannot take fails and changes nothing the client can see: the upload
+/// stays at the offset before it, and the same chunk sent again goes on from there.
+#[tokio::test]
+async fn a_request_whose_bytes_cannot_be_stored_changes_nothing() {
+    let app = app().await;
+    let piece = 100 * 1024;
+    let data = bytes_of(5 * MIB as usize + 2 * piece, 9);
+    let path = app.create(&app.alice, data.len() as u64, "").await;
+    let id = App::id(&path);
+    // Where the embedded store keeps this upload's scratch objects, and where its source lands.
+    let root = app._dir.path().join("blobs").join(app.local.sources.bucket());
+    let scratch = root.join("uploads.d").join(format!("{id}.d"));
+    let source = root.join("sources.d").join(format!("{id}.f"));
+    let offset_of = |answer: &Answer| answer.header("upload-offset").map(str::to_owned);
+    let send = |from: usize, to: usize| app.patch(&app.alice, &path, from as u64, data[from..to].to_vec());
+    assert_eq!(send(0, piece).await.status, StatusCode::NO_CONTENT);
+
+    // A tail piece cannot be stored: a file stands where its directory is.
+    let aside = root.join("aside");
+    std::fs::rename(&scratch, &aside).expect("move the scratch directory aside");
+    std::fs::write(&scratch, b"").expect("block it");
+    let failed = send(piece, 2 * piece).await;
+    assert!(failed.status.is_server_error(), "{:?}", failed.body);
+    let head = app.head(&app.alice, &path).await;
+    assert_eq!(
+        offset_of(&head),
+        Some(piece.to_string()),
+        "bytes never stored are not counted"
+    );
+    let record = app.record(&path).await;
+    assert_eq!(
+        (record.offset, record.state, record.lease.is_none()),
+        (piece as u64, UploadState::Open, true)
+    );
+    std::fs::remove_file(&scratch).expect("unblock");
+    std::fs::rename(&aside, &scratch).expect("move the scratch directory back");
+    assert_eq!(send(piece, 2 * piece).await.status, StatusCode::NO_CONTENT);
+
+    // The last chunk cannot land at `sources/{id}`: a directory is in the way.
+    std::fs::create_dir_all(&source).expect("block the source");
+    let failed = send(2 * piece, data.len()).await;
+    assert!(failed.status.is_server_error(), "{:?}", failed.body);
+    let head = app.head(&app.alice, &path).await;
+    assert_eq!(
+        offset_of(&head),
+        Some((2 * piece).to_string()),
+        "an upload that did not land is not complete"
+    );
+    let record = app.record(&path).await;
+    assert_eq!((record.state, record.lease.is_none()), (UploadState::Open, true));
+    std::fs::remove_dir(&source).expect("unblock the source");
+    assert_eq!(send(2 * piece, data.len()).await.status, StatusCode::NO_CONTENT);
+
+    assert!(
+        app.source(&path).await.as_ref() == data.as_slice(),
+        "the source differs from what was sent"
+    );
+    let video = app.video(&path).await.expect("video");
+    assert_eq!(video.status, VideoStatus::Processing);
+    let sha256 = video.source.expect("source recorded").sha256;
+    assert_eq!(sha256, Some(hex::encode(sha2::Sha256::digest(&data))));
+}
+
 #[tokio::test]
 async fn chunks_larger_than_a_part_and_creation_with_upload() {
     let app = app().await;

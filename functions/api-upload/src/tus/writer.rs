@@ -123,6 +123,7 @@ pub(super) async fn receive(
         let mut writer = Writer {
             state: &state,
             previous_tail: leased.tail.clone(),
+            saved: leased.clone(),
             upload: leased,
             start_digest,
             kept: None,
@@ -145,7 +146,7 @@ pub(super) async fn receive(
         match result {
             Ok(()) => writer.commit().await,
             Err(err) => {
-                release(&state, &writer.upload, writer.start_digest).await;
+                release(&state, &writer.saved, writer.start_digest).await;
                 Err(err)
             }
         }
@@ -408,7 +409,10 @@ impl Kept {
 /// One request's writing to a leased upload.
 struct Writer<'a> {
     state: &'a AppState,
-    /// The record as last written; its lease is ours.
+    /// The record as last written; its lease is ours. A request that fails gives the lease back on it,
+    /// so that none of its changes is written.
+    saved: Upload,
+    /// The record the request writes when it commits: `saved` with the request's changes.
     upload: Upload,
     /// The tail the request started from, removed once the commit no longer refers to it.
     previous_tail: Option<Tail>,
@@ -674,23 +678,26 @@ impl Writer<'_> {
     async fn renew_lease(&mut self) -> Result<(), ApiError> {
         let now = Utc::now();
         if self
-            .upload
+            .saved
             .lease
             .as_ref()
             .is_some_and(|lease| lease.until - now >= LEASE_TTL * 3 / 4)
         {
             return Ok(());
         }
-        let mut renewed = self.upload.clone();
+        // Only the lease changes: what the request changed is written when it commits.
+        let mut renewed = self.saved.clone();
         if let Some(lease) = &mut renewed.lease {
             lease.until = now + LEASE_TTL;
         }
-        self.upload = self
+        self.saved = self
             .state
             .uploads
-            .save(&self.upload, renewed)
+            .save(&self.saved, renewed)
             .await
             .map_err(upload_error)?;
+        self.upload.version = self.saved.version;
+        self.upload.lease = self.saved.lease.clone();
         Ok(())
     }
 
@@ -777,6 +784,7 @@ impl Writer<'_> {
     async fn commit(self) -> Result<Upload, ApiError> {
         let Writer {
             state,
+            saved,
             upload,
             previous_tail,
             start_digest,
@@ -801,7 +809,7 @@ impl Writer<'_> {
                 Some(reference)
             }
         };
-        let committed = match state.uploads.save(&upload, next).await {
+        let committed = match state.uploads.save(&saved, next).await {
             Ok(committed) => committed,
             Err(err) => {
                 if let Some(reference) = held {
