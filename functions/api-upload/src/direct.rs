@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use chrono::{DateTime, Utc};
 use common::blobs::CompletedPart;
-use common::catalog::Video;
+use common::catalog::{Video, VideoError, VideoStatus};
 use common::identity::Authenticated;
 use common::ids::VideoId;
 use common::problem::{ApiError, Json};
@@ -201,7 +201,7 @@ async fn complete(
             state
                 .videos
                 .update(&leased.id, |video| {
-                    video.status = common::catalog::VideoStatus::Uploading;
+                    video.status = VideoStatus::Uploading;
                     video.source = None;
                     true
                 })
@@ -210,6 +210,9 @@ async fn complete(
             return Err(blob_error(err));
         }
     };
+    if object.size != leased.length {
+        return Err(refuse_size(&state, &leased, object.size).await);
+    }
     // The bytes did not pass through here: read them back once for the digest.
     let sha256 = state.digest_of(&key).await?;
     let mut done = leased.clone();
@@ -223,6 +226,43 @@ async fn complete(
     metrics::counter!("streamgate_uploads_completed_total", "kind" => "direct").increment(1);
     tracing::info!(video_id = %leased.id, size = object.size, "direct upload complete");
     Ok(axum::Json(video))
+}
+
+/// Ends an upload whose parts held another number of bytes than it was created for: a part URL takes a
+/// body of any length, so the object may even be past the size limit. The object is deleted (its storage
+/// event finds it gone, or the video's recorded size differing from it), the upload ends and its video
+/// fails with `size_mismatch`, which the answer names too.
+async fn refuse_size(state: &AppState, leased: &Upload, size: u64) -> ApiError {
+    let detail = format!(
+        "the parts hold {size} bytes, but the upload was created for {} bytes",
+        leased.length
+    );
+    tracing::info!(video_id = %leased.id, size, declared = leased.length, "direct upload of another size refused");
+    if let Err(err) = state.sources.delete(&leased.key()).await {
+        tracing::warn!(video_id = %leased.id, error = %err, "could not delete a refused source");
+    }
+    let mut ended = leased.clone();
+    ended.state = UploadState::Terminated;
+    ended.lease = None;
+    if let Err(err) = state.uploads.save(leased, ended).await {
+        tracing::warn!(video_id = %leased.id, error = %err, "could not end a refused upload");
+    }
+    let failed = state
+        .videos
+        .update(&leased.id, |video| {
+            video.status = VideoStatus::Failed;
+            video.progress = 0;
+            video.error = Some(VideoError {
+                code: "size_mismatch".into(),
+                detail: detail.clone(),
+            });
+            true
+        })
+        .await;
+    if let Err(err) = failed {
+        tracing::warn!(video_id = %leased.id, error = %err, "could not mark a refused upload's video failed");
+    }
+    ApiError::bad_request("size_mismatch", detail)
 }
 
 /// `DELETE /v1/uploads/multipart/{id}`: aborts the upload and deletes its video.

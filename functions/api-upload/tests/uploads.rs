@@ -1146,6 +1146,53 @@ async fn direct_multipart_uploads() {
     assert_eq!(complete(&app.alice, json!(etags)).await.code(), "upload_complete");
 }
 
+/// Part URLs take bodies of any length: parts that add up to another size than the upload's end it.
+#[tokio::test]
+async fn direct_parts_of_another_size_are_refused_at_completion() {
+    let app = app().await;
+    let declared = 17 * MIB as usize;
+    let created = direct_create(&app, &app.alice, json!({"filename": "a.mp4", "size": declared})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["videoId"].as_str().expect("video id").to_owned();
+    let part_size = created.body["partSize"].as_u64().expect("part size") as usize;
+    let parts = created.body["parts"].as_array().expect("parts").clone();
+    assert!(parts.len() > 1);
+    // The last part is 2 MiB longer than what is left of the declared size.
+    let last = declared - part_size * (parts.len() - 1) + 2 * MIB as usize;
+    let lengths = (1..parts.len()).map(|_| part_size).chain([last]);
+    let mut etags = Vec::new();
+    for (part, len) in parts.iter().zip(lengths) {
+        let answer = put_part(&app, part["url"].as_str().expect("url"), bytes_of(len, 4)).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        etags.push(json!({"partNumber": part["partNumber"], "etag": answer.header("etag").expect("etag")}));
+    }
+    let answer = app
+        .send(
+            Request::post(format!("/v1/uploads/multipart/{id}/complete"))
+                .header("authorization", format!("Bearer {}", app.alice))
+                .header("content-type", "application/json")
+                .body(Body::from(json!({ "parts": etags }).to_string()))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer.code(), "size_mismatch");
+
+    let path = format!("/v1/uploads/{id}");
+    assert!(
+        app.ports
+            .sources
+            .head(&format!("sources/{id}"))
+            .await
+            .expect("head")
+            .is_none()
+    );
+    assert_eq!(app.record(&path).await.state, UploadState::Terminated);
+    let video = app.video(&path).await.expect("video");
+    assert_eq!(video.status, VideoStatus::Failed);
+    assert_eq!(video.error.map(|e| e.code).as_deref(), Some("size_mismatch"));
+}
+
 #[tokio::test]
 async fn direct_uploads_validate_and_abort() {
     let app = app_with(&[("STREAMGATE_MAX_UPLOAD_SIZE", "100000000")]).await;

@@ -119,6 +119,16 @@ impl Handler {
         if meta.size == 0 {
             return self.refuse(&id, refusal("corrupt_media", "the file is empty")).await;
         }
+        if let Some(declared) = video.source.as_ref().map(|source| source.size)
+            && declared != meta.size
+        {
+            // Parts of another size than the upload's (a direct upload's part URLs take any body).
+            let why = format!(
+                "the stored file is {} bytes, but its upload was for {declared}",
+                meta.size
+            );
+            return self.refuse(&id, refusal("size_mismatch", &why)).await;
+        }
         let url = self
             .sources
             .signed_get_url(&key, PROBE_TIMEOUT * 2)

@@ -2,7 +2,7 @@
 //! are probed through the signed URLs of a blob server on loopback; good ones are planned and their jobs
 //! queued, broken ones end `failed` with their code.
 
-use common::catalog::{Video, VideoStatus, Videos};
+use common::catalog::{Source, Video, VideoStatus, Videos};
 use common::events::{Event, EventHandler, ObjectCreated};
 use common::pipeline::{Jobs, TranscodeJob};
 use common::platform::Ports;
@@ -143,6 +143,34 @@ async fn broken_sources_fail_with_their_code() {
         assert_eq!(code(&video), expected, "{what}: {:?}", video.error);
         assert!(!video.error.as_ref().expect("error").detail.is_empty());
     }
+
+    // A good file, but not of the size its upload recorded.
+    let id = video_with_source(&setup.ports, VideoStatus::Processing, good.clone()).await;
+    let videos = Videos::new(setup.ports.store.clone());
+    let recorded = Source {
+        filename: None,
+        content_type: None,
+        size: good.len() as u64 - 1,
+        sha256: None,
+    };
+    videos
+        .update(&id, |video| {
+            video.source = Some(recorded.clone());
+            true
+        })
+        .await
+        .expect("store");
+    let event = Event::ObjectCreated(ObjectCreated {
+        bucket: "sources".into(),
+        key: format!("sources/{id}"),
+        size: None,
+        etag: None,
+    });
+    setup.handler.handle(event).await.expect("handled");
+    let video = videos.get(&id).await.expect("store").expect("video");
+    assert_eq!(video.status, VideoStatus::Failed);
+    assert_eq!(code(&video), "size_mismatch", "{:?}", video.error);
+
     assert!(setup.queued().await.is_empty(), "nothing broken is transcoded");
 }
 
