@@ -25,6 +25,8 @@ const OPEN_INDEX: &str = "uploads#open";
 /// How long a finished, terminated or expired upload's record is kept, so that clients asking about it
 /// learn what became of it (`410 Gone`) rather than that it never existed.
 const RECORD_GRACE_DAYS: i64 = 7;
+/// How long the expiry sweep holds an upload while it discards its bytes.
+const SWEEP_LEASE: Duration = Duration::minutes(5);
 
 /// How an upload's bytes arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -368,18 +370,18 @@ impl Uploads {
             }
             let mut progressed = false;
             for upload in expired {
-                if upload.is_leased(now) {
-                    continue;
-                }
-                self.discard_bytes(&upload, sources).await?;
-                let mut ended = upload.clone();
-                ended.state = UploadState::Expired;
-                ended.tail = None;
-                match self.save(&upload, ended).await {
-                    Ok(_) => {}
+                // Held while its bytes go, so that no writer adds to an upload whose bytes are gone.
+                let leased = match self.lease(&upload, SWEEP_LEASE).await {
+                    Ok(leased) => leased,
                     Err(UploadError::Busy) => continue,
                     Err(err) => return Err(err),
-                }
+                };
+                self.discard_bytes(&leased, sources).await?;
+                let mut ended = leased.clone();
+                ended.state = UploadState::Expired;
+                ended.tail = None;
+                ended.lease = None;
+                self.save(&leased, ended).await?;
                 videos
                     .update(&upload.id, |video| {
                         if video.status != VideoStatus::Uploading {
