@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use chrono::{DateTime, Utc};
-use common::blobs::CompletedPart;
+use common::blobs::{BlobError, CompletedPart};
 use common::catalog::{Video, VideoError, VideoStatus};
 use common::identity::Authenticated;
 use common::ids::VideoId;
@@ -190,24 +190,43 @@ async fn complete(
         .map_err(upload_error)?;
     let key = leased.key();
     let multipart = leased.multipart_id.clone().unwrap_or_default();
-    state.hand_over(&leased, leased.length, None).await?;
+    let release = async |leased: &Upload| {
+        if let Err(err) = state.uploads.release(leased).await {
+            tracing::warn!(video_id = %leased.id, error = %err, "could not release an upload's lease");
+        }
+    };
+    if let Err(err) = state.hand_over(&leased, leased.length, None).await {
+        release(&leased).await;
+        return Err(err);
+    }
     let object = match state.sources.complete_multipart(&key, &multipart, &request.parts).await {
         Ok(object) => object,
         Err(err) => {
-            // Let the client fix its list and try again.
-            if let Err(release) = state.uploads.release(&leased).await {
-                tracing::warn!(video_id = %leased.id, error = %release, "could not release an upload's lease");
+            // A try whose answer was lost (a timeout, say) may have completed it already.
+            let landed = match err {
+                BlobError::NoSuchUpload(_) => state.sources.head(&key).await.ok().flatten(),
+                _ => None,
+            };
+            match landed {
+                Some(object) => object,
+                None => {
+                    // Let the client fix its list and try again; the video waits for it as before.
+                    release(&leased).await;
+                    state
+                        .videos
+                        .update(&leased.id, |video| {
+                            if video.status != VideoStatus::Processing {
+                                return false;
+                            }
+                            video.status = VideoStatus::Uploading;
+                            video.source = None;
+                            true
+                        })
+                        .await
+                        .map_err(store_error)?;
+                    return Err(blob_error(err));
+                }
             }
-            state
-                .videos
-                .update(&leased.id, |video| {
-                    video.status = VideoStatus::Uploading;
-                    video.source = None;
-                    true
-                })
-                .await
-                .map_err(store_error)?;
-            return Err(blob_error(err));
         }
     };
     if object.size != leased.length {

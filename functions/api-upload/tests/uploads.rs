@@ -1193,6 +1193,49 @@ async fn direct_parts_of_another_size_are_refused_at_completion() {
     assert_eq!(video.error.map(|e| e.code).as_deref(), Some("size_mismatch"));
 }
 
+/// A `complete` sent again after a try that landed the object but whose answer was lost (a timeout, say)
+/// finishes the upload rather than undoing it.
+#[tokio::test]
+async fn a_direct_upload_completed_by_a_lost_try_is_finished_by_the_next() {
+    let app = app().await;
+    let data = bytes_of(MIB as usize, 3);
+    let created = direct_create(&app, &app.alice, json!({"filename": "a.mp4", "size": data.len()})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["videoId"].as_str().expect("video id").to_owned();
+    let url = created.body["parts"][0]["url"].as_str().expect("url").to_owned();
+    let answer = put_part(&app, &url, data.clone()).await;
+    let etag = answer.header("etag").expect("etag").to_owned();
+    let parts = json!([{"partNumber": 1, "etag": etag}]);
+
+    // The lost try: the object landed, nothing else was recorded.
+    let path = format!("/v1/uploads/{id}");
+    let record = app.record(&path).await;
+    let multipart = record.multipart_id.clone().expect("multipart upload");
+    let landed = [common::blobs::CompletedPart { part_number: 1, etag }];
+    app.ports
+        .sources
+        .complete_multipart(&format!("sources/{id}"), &multipart, &landed)
+        .await
+        .expect("completed by the lost try");
+
+    let answer = app
+        .send(
+            Request::post(format!("/v1/uploads/multipart/{id}/complete"))
+                .header("authorization", format!("Bearer {}", app.alice))
+                .header("content-type", "application/json")
+                .body(Body::from(json!({ "parts": parts }).to_string()))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(app.record(&path).await.state, UploadState::Complete);
+    let video = app.video(&path).await.expect("video");
+    assert_eq!(video.status, VideoStatus::Processing);
+    let source = video.source.expect("source recorded");
+    assert_eq!(source.size, data.len() as u64);
+    assert_eq!(source.sha256, Some(hex::encode(sha2::Sha256::digest(&data))));
+}
+
 #[tokio::test]
 async fn direct_uploads_validate_and_abort() {
     let app = app_with(&[("STREAMGATE_MAX_UPLOAD_SIZE", "100000000")]).await;
