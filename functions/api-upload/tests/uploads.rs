@@ -858,6 +858,71 @@ async fn concurrent_patches_one_wins_the_other_gets_409() {
     assert!(stored.as_ref() == data.as_slice());
 }
 
+/// A part whose bytes come slowly keeps its writer's lease: it is renewed as they arrive, so that no
+/// other request can take the upload over and write the same part meanwhile.
+#[tokio::test]
+async fn a_slow_part_keeps_its_lease() {
+    let app = app().await;
+    let data = bytes_of(5 * MIB as usize, 12);
+    let path = app.create(&app.alice, data.len() as u64, "").await;
+    let (pieces, wait) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    let body = Body::from_stream(futures::stream::unfold(wait, |mut wait| async move {
+        let piece = wait.recv().await?;
+        Some((Ok::<_, std::io::Error>(Bytes::from(piece)), wait))
+    }));
+    let request = app
+        .tus("PATCH", &path, &app.alice)
+        .header("upload-offset", "0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("content-length", data.len().to_string())
+        .body(body)
+        .expect("request");
+    let router = app.router.clone();
+    let writing = tokio::spawn(async move { router.oneshot(request).await.expect("infallible") });
+    let mut chunks = data.chunks(MIB as usize);
+    pieces.send(chunks.next().expect("first").to_vec()).await.expect("send");
+    let lease = || async {
+        let record = app.record(&path).await;
+        record.lease.map(|lease| lease.until)
+    };
+    let mut taken = None;
+    for _ in 0..400 {
+        taken = lease().await;
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let taken = taken.expect("the request holds the upload");
+    // A quarter of the lease goes by before the next bytes.
+    tokio::time::sleep(
+        (api_upload::tus::LEASE_TTL / 4).to_std().expect("duration") + std::time::Duration::from_secs(1),
+    )
+    .await;
+    pieces
+        .send(chunks.next().expect("second").to_vec())
+        .await
+        .expect("send");
+    let mut renewed = None;
+    for _ in 0..400 {
+        renewed = lease().await.filter(|until| *until > taken);
+        if renewed.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(
+        renewed.is_some(),
+        "the lease was renewed while the part was still streaming"
+    );
+    for chunk in chunks {
+        pieces.send(chunk.to_vec()).await.expect("send");
+    }
+    drop(pieces);
+    assert_eq!(writing.await.expect("join").status(), StatusCode::NO_CONTENT);
+    assert!(app.source(&path).await.as_ref() == data.as_slice());
+}
+
 #[tokio::test]
 async fn a_chunk_cut_off_keeps_what_arrived_unless_it_had_a_checksum() {
     let app = app().await;

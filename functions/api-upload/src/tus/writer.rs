@@ -482,7 +482,13 @@ impl Writer<'_> {
                 }
             };
             received += bytes.len() as u64;
-            if let Err(err) = self.admit(offset, received) {
+            // Kept while a slow part streams: were it lost, a writer taking over could store its own
+            // bytes as the part this one is still writing, and be overwritten by them.
+            let admitted = match self.admit(offset, received) {
+                Ok(()) => self.renew_lease().await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = admitted {
                 if let Some(sink) = sink.take() {
                     sink.abandon().await;
                 }
@@ -618,6 +624,7 @@ impl Writer<'_> {
             };
             received += bytes.len() as u64;
             self.admit(offset, received)?;
+            self.renew_lease().await?;
             if append.is_some_and(|declared| received > declared) {
                 // Hyper stops a body at its declared length; were one longer, the bytes past it would
                 // belong to a part that does not start with the tail.
@@ -672,9 +679,10 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Renews the lease when it is getting old: a writer that lost its lease stops before it can
+    /// Renews the lease when less than three quarters of it is left (called as each piece of the body
+    /// arrives, and before a part is recorded): a writer that lost its lease stops before it can
     /// overwrite the parts of the writer that took over. A lease with most of its time left cannot have
-    /// been taken over.
+    /// been taken over, and it outlasts [`IDLE_TIMEOUT`], after which a silent body ends the request.
     async fn renew_lease(&mut self) -> Result<(), ApiError> {
         let now = Utc::now();
         if self
@@ -879,6 +887,9 @@ fn check_chunk(checksum: Option<Checksum>, digest: Option<ChunkDigest>, whole: b
 /// How long a request may send nothing before it counts as cut off, so that a stalled client cannot
 /// hold an upload's lease.
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+// A lease left unrenewed (more than three quarters of it left) outlasts a silent body.
+const _: () = assert!(IDLE_TIMEOUT.as_secs() as i64 * 4 < LEASE_TTL.num_seconds() * 3);
 
 /// The next piece of a request body; a body silent for [`IDLE_TIMEOUT`] ends in an error.
 async fn next_frame(stream: &mut axum::body::BodyDataStream) -> Option<Result<Bytes, axum::Error>> {
