@@ -28,9 +28,16 @@ pub enum AccountError {
     NotLinked,
     #[error("an account keeps at least one wallet")]
     LastWallet,
+    #[error("an account links at most {MAX_WALLETS} wallets")]
+    TooManyWallets,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The most wallets one account links. Every gated playback reads each of them on the chain (for an
+/// ERC-721 rule with token ids, once per id as well), so the count bounds what one viewer costs in RPC
+/// calls; it is also well below what one read of an account's wallets returns.
+pub const MAX_WALLETS: usize = 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -108,9 +115,16 @@ impl Accounts {
         }
     }
 
-    /// Links `address` to `account`; refused when it belongs to another account. Linking a wallet
-    /// already on this account succeeds.
+    /// Links `address` to `account`; refused when it belongs to another account, or when the account
+    /// already has [`MAX_WALLETS`]. Linking a wallet already on this account succeeds.
     pub async fn link(&self, account: &AccountId, address: &Address) -> Result<(), AccountError> {
+        let wallets = self.wallets(account).await?;
+        if wallets.contains(address) {
+            return Ok(());
+        }
+        if wallets.len() >= MAX_WALLETS {
+            return Err(AccountError::TooManyWallets);
+        }
         let link = WalletLink {
             account: account.clone(),
             address: *address,
@@ -220,5 +234,27 @@ mod tests {
             Some(&serde_json::json!(wallet.to_checksum(None)))
         );
         assert_eq!(accounts.wallets(&account).await.expect("wallets"), vec![wallet]);
+    }
+
+    #[tokio::test]
+    async fn an_account_links_a_bounded_number_of_wallets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let accounts = Accounts::new(Arc::new(LocalStore::new(
+            LocalDb::open(&dir.path().join("db")).expect("db"),
+        )));
+        let wallet = |n: usize| Address::left_padding_from(&(n as u64 + 1).to_be_bytes());
+        let account = accounts.sign_in(&wallet(0)).await.expect("sign in");
+        for n in 1..MAX_WALLETS {
+            accounts.link(&account, &wallet(n)).await.expect("link");
+        }
+        assert!(matches!(
+            accounts.link(&account, &wallet(MAX_WALLETS)).await,
+            Err(AccountError::TooManyWallets)
+        ));
+        // Linking one already linked still succeeds, and another account is not held back.
+        accounts.link(&account, &wallet(3)).await.expect("already linked");
+        assert_eq!(accounts.wallets(&account).await.expect("wallets").len(), MAX_WALLETS);
+        assert!(accounts.account_of(&wallet(MAX_WALLETS)).await.expect("read").is_none());
+        accounts.sign_in(&wallet(MAX_WALLETS)).await.expect("a new account");
     }
 }

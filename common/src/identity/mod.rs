@@ -16,7 +16,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use self::accounts::{AccountError, AccountId, Accounts};
+use self::accounts::{AccountError, AccountId, Accounts, MAX_WALLETS};
 use self::nonces::{NonceError, Nonces};
 use self::sessions::{Session, SessionError, Sessions};
 use self::siwe::{Expectations, SignInError, SiweMessage, decode_signature, recover_signer};
@@ -81,6 +81,10 @@ impl From<AuthError> for ApiError {
             AuthError::Account(AccountError::LastWallet) => ApiError::conflict(
                 "last_wallet",
                 "an account keeps at least one wallet; link another first",
+            ),
+            AuthError::Account(AccountError::TooManyWallets) => ApiError::conflict(
+                "too_many_wallets",
+                format!("an account links at most {MAX_WALLETS} wallets; unlink one first"),
             ),
             AuthError::Account(AccountError::Store(store)) => ApiError::unavailable(&store),
             AuthError::Chain(chain) => {
