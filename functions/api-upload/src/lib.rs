@@ -103,7 +103,15 @@ impl AppState {
     async fn start(&self, upload: &Upload, video: &Video) -> Result<(), ApiError> {
         // The upload record first: it is indexed for the expiry sweep, which cleans up after a failure
         // between the writes.
-        self.uploads.create(upload).await.map_err(store_error)?;
+        if let Err(err) = self.uploads.create(upload).await {
+            // Nothing refers to the multipart upload then, so nothing else would end it.
+            if let Some(multipart) = &upload.multipart_id
+                && let Err(abort) = self.sources.abort_multipart(&upload.key(), multipart).await
+            {
+                tracing::warn!(video_id = %upload.id, error = %abort, "could not abort an unrecorded multipart upload");
+            }
+            return Err(store_error(err));
+        }
         self.videos.create(video).await.map_err(store_error)
     }
 
