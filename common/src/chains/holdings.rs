@@ -215,10 +215,30 @@ impl Batcher {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&chain)
             .unwrap_or_default();
-        let calls: Vec<_> = batch.iter().map(|p| (p.target, p.input.clone())).collect();
+        // Each call goes once: a check of ERC-721 token ids for several wallets asks the same `ownerOf`
+        // for every wallet.
+        let mut calls: Vec<(Address, Bytes)> = Vec::with_capacity(batch.len());
+        let slots: Vec<usize> = {
+            let mut first_of: HashMap<(Address, &Bytes), usize> = HashMap::with_capacity(batch.len());
+            batch
+                .iter()
+                .map(|p| {
+                    *first_of.entry((p.target, &p.input)).or_insert_with(|| {
+                        calls.push((p.target, p.input.clone()));
+                        calls.len() - 1
+                    })
+                })
+                .collect()
+        };
         metrics::histogram!("streamgate_rpc_batch_calls").record(calls.len() as f64);
         let answers = self.rpc.call_many(chain, &calls).await;
-        for (pending, answer) in batch.into_iter().zip(answers) {
+        for (pending, slot) in batch.into_iter().zip(slots) {
+            let answer = answers.get(slot).cloned().unwrap_or_else(|| {
+                Err(ChainError::Unavailable {
+                    chain,
+                    last: "a batch answered fewer calls than it was asked".into(),
+                })
+            });
             // A caller that went away no longer needs its answer.
             drop(pending.reply.send(answer));
         }
@@ -457,6 +477,55 @@ mod tests {
         tokio::time::sleep(ttl + Duration::from_millis(50)).await;
         let err = holdings.holding(coin.clone()).await.expect_err("nothing young enough");
         assert!(matches!(err, ChainError::Unavailable { .. }), "{err:?}");
+    }
+
+    /// A chain without Multicall3 whose every token is owned by `owner`: a JSON-RPC node on loopback
+    /// that counts the `eth_call`s it answers.
+    async fn chain_owned_by(owner: Address) -> (RpcChains, Arc<std::sync::atomic::AtomicUsize>) {
+        use serde_json::{Value, json};
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        let answer = move |axum::Json(request): axum::Json<Value>| {
+            let result = match request["method"].as_str() {
+                Some("eth_call") => {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    json!(Bytes::from(owner.abi_encode()))
+                }
+                _ => json!("0x"),
+            };
+            std::future::ready(axum::Json(
+                json!({"jsonrpc": "2.0", "id": request["id"], "result": result}),
+            ))
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("address"));
+        let app = axum::Router::new().route("/", axum::routing::post(answer));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let chains = crate::chains::Chains::from_vars([("STREAMGATE_RPC_31337", url.as_str())]).expect("chains");
+        (RpcChains::new(&chains, Duration::from_secs(5)), calls)
+    }
+
+    #[tokio::test]
+    async fn a_batch_makes_each_read_once() {
+        let (rpc, calls) = chain_owned_by(OTHER).await;
+        let batcher = Batcher {
+            rpc,
+            queues: Arc::default(),
+        };
+        let owner_of = |id: u64| {
+            Bytes::from(
+                IERC721Owner::ownerOfCall {
+                    tokenId: U256::from(id),
+                }
+                .abi_encode(),
+            )
+        };
+        // As a check of two token ids for two wallets asks: each `ownerOf` twice, in one batch.
+        let asked = [1, 2, 1, 2].map(|id| batcher.call(31337, TOKEN, owner_of(id)));
+        for answer in join_all(asked).await {
+            assert_eq!(answer.expect("answered"), word(OTHER));
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]
