@@ -157,6 +157,10 @@ pub struct UploadLimits {
     /// How long an unfinished upload lives after its last write (`STREAMGATE_UPLOAD_EXPIRY`, seconds,
     /// default 86400).
     pub expiry: Duration,
+    /// How long an upload may take at most, from its creation, however often it is written to
+    /// (`STREAMGATE_UPLOAD_MAX_AGE`, seconds, default 172800). In the cloud the sources bucket's
+    /// lifecycle rule aborts multipart uploads this old, and Terraform sets it from the same number.
+    pub max_age: Duration,
     /// How long the part URLs of a direct upload stay valid (`STREAMGATE_UPLOAD_URL_TTL`, seconds,
     /// default 3600).
     pub url_ttl: Duration,
@@ -289,6 +293,7 @@ impl Config {
             max_size: bytes("STREAMGATE_MAX_UPLOAD_SIZE", 16 * 1024 * MIB)?,
             max_chunk: bytes("STREAMGATE_MAX_CHUNK_SIZE", if on_lambda { 4 * MIB } else { 64 * MIB })?,
             expiry: seconds("STREAMGATE_UPLOAD_EXPIRY", 86_400)?,
+            max_age: seconds("STREAMGATE_UPLOAD_MAX_AGE", 172_800)?,
             url_ttl: seconds("STREAMGATE_UPLOAD_URL_TTL", 3600)?,
         };
         let log_format = match get("STREAMGATE_LOG_FORMAT").as_deref() {
@@ -536,6 +541,7 @@ mod tests {
             ("STREAMGATE_S3_PATH_STYLE", "maybe"),
             ("STREAMGATE_MAX_CHUNK_SIZE", "0"),
             ("STREAMGATE_UPLOAD_EXPIRY", "-1"),
+            ("STREAMGATE_UPLOAD_MAX_AGE", "0"),
             ("STREAMGATE_LADDER", "4k"),
             ("STREAMGATE_X264_PRESET", "warp"),
             ("STREAMGATE_CHUNK_SECONDS", "30"),

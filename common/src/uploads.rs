@@ -287,10 +287,11 @@ impl Uploads {
         self.save(leased, released).await
     }
 
-    /// Records a stored part.
-    pub async fn put_part(&self, id: &VideoId, part: &Part, expires_at: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Records a stored part, kept until the upload's record is: `end_of_life` is the latest the upload
+    /// may expire (its creation and the maximum age), so the record outlives every write to it.
+    pub async fn put_part(&self, id: &VideoId, part: &Part, end_of_life: DateTime<Utc>) -> Result<(), StoreError> {
         let item = Item::from_record(pk(id), part_sk(part.part_number), part)?
-            .expiring_at((expires_at + Duration::days(RECORD_GRACE_DAYS)).timestamp());
+            .expiring_at((end_of_life + Duration::days(RECORD_GRACE_DAYS)).timestamp());
         self.store.put(item, None).await
     }
 

@@ -117,8 +117,10 @@ async fn create(
         version: 0,
         lease: None,
         created_at: now,
-        // The upload lives at least as long as its URLs.
-        expires_at: (now + expiry).max(urls_expire),
+        // The upload lives at least as long as its URLs, within its maximum age.
+        expires_at: (now + expiry)
+            .max(urls_expire)
+            .min(crate::tus::end_of_life(&state, now)),
     };
     state.start(&upload, &new_video(id.clone(), &auth, details)).await?;
 

@@ -1069,6 +1069,35 @@ async fn termination_discards_the_upload_and_its_video() {
     assert_eq!(answer.status, StatusCode::NO_CONTENT);
 }
 
+/// However often it is written to, an upload expires at its maximum age: in the cloud the bucket aborts
+/// multipart uploads that old.
+#[tokio::test]
+async fn an_upload_expires_at_its_maximum_age_however_busy() {
+    let app = app_with(&[("STREAMGATE_UPLOAD_MAX_AGE", "3600")]).await;
+    let path = app.create(&app.alice, 1000, "").await;
+    let record = app.record(&path).await;
+    let end = record.created_at + chrono::Duration::hours(1);
+    let near = |at: chrono::DateTime<chrono::Utc>| at <= end && end - at < chrono::Duration::seconds(1);
+    assert!(near(record.expires_at), "{} vs {end}", record.expires_at);
+
+    // A write a day's expiry would move past the maximum age leaves it there.
+    let answer = app.patch(&app.alice, &path, 0, bytes_of(400, 2)).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    let record = app.record(&path).await;
+    assert!(near(record.expires_at), "{} vs {end}", record.expires_at);
+    let expires = record.expires_at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    assert_eq!(answer.header("upload-expires"), Some(expires.as_str()));
+
+    let uploads = Uploads::new(app.ports.store.clone());
+    let videos = Videos::new(app.ports.store.clone());
+    let swept = uploads
+        .sweep_expired(end + chrono::Duration::seconds(1), app.ports.sources.as_ref(), &videos)
+        .await
+        .expect("sweep");
+    assert_eq!(swept, 1);
+    assert_eq!(app.head(&app.alice, &path).await.status, StatusCode::GONE);
+}
+
 #[tokio::test]
 async fn abandoned_uploads_expire() {
     let app = app().await;

@@ -38,6 +38,8 @@ locals {
     STREAMGATE_FINALIZE_QUEUE_URL = aws_sqs_queue.finalize.url
     STREAMGATE_DOMAIN             = var.domain
     STREAMGATE_MAX_ATTEMPTS       = tostring(local.max_receives)
+    # The bucket's lifecycle rule aborts multipart uploads this old: an upload may take no longer.
+    STREAMGATE_UPLOAD_MAX_AGE = tostring(var.incomplete_upload_days * 86400)
   })
   rpc_env = { for id, urls in var.rpc_urls : "STREAMGATE_RPC_${id}" => urls }
   session_env = merge(

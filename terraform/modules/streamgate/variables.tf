@@ -188,7 +188,7 @@ variable "schedule" {
 }
 
 variable "incomplete_upload_days" {
-  description = "Days after which unfinished multipart uploads and temporary upload objects are removed from the sources bucket."
+  description = "Days after which unfinished multipart uploads and temporary upload objects are removed from the sources bucket; also the longest an upload may take (STREAMGATE_UPLOAD_MAX_AGE)."
   type        = number
   default     = 2
 

@@ -247,7 +247,7 @@ async fn create(State(state): State<AppState>, auth: Authenticated, request: Req
         version: 0,
         lease: None,
         created_at: now,
-        expires_at: now + expiry(&state),
+        expires_at: expires_at(&state, now),
     };
     state.start(&upload, &new_video(id.clone(), &auth, details)).await?;
     metrics::counter!("streamgate_uploads_created_total", "kind" => "tus").increment(1);
@@ -274,8 +274,20 @@ async fn create(State(state): State<AppState>, auth: Authenticated, request: Req
     }
 }
 
-fn expiry(state: &AppState) -> chrono::Duration {
-    chrono::Duration::from_std(state.limits.expiry).unwrap_or(chrono::Duration::days(1))
+/// When an upload created at `created_at` and written to now expires: [`UploadLimits::expiry`] after
+/// this write, and no later than its [`UploadLimits::max_age`].
+///
+/// [`UploadLimits::expiry`]: common::config::UploadLimits::expiry
+/// [`UploadLimits::max_age`]: common::config::UploadLimits::max_age
+pub(crate) fn expires_at(state: &AppState, created_at: DateTime<Utc>) -> DateTime<Utc> {
+    let expiry = chrono::Duration::from_std(state.limits.expiry).unwrap_or(chrono::Duration::days(1));
+    (Utc::now() + expiry).min(end_of_life(state, created_at))
+}
+
+/// The latest an upload created at `created_at` may still be written to ([`expires_at`]).
+pub(crate) fn end_of_life(state: &AppState, created_at: DateTime<Utc>) -> DateTime<Utc> {
+    let max_age = chrono::Duration::from_std(state.limits.max_age).unwrap_or(chrono::Duration::days(2));
+    created_at + max_age
 }
 
 fn parse_id(id: &str) -> Result<VideoId, ApiError> {

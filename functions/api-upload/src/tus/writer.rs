@@ -18,7 +18,8 @@ use sha2::Digest;
 
 use super::digest::{State, save_hash};
 use super::{
-    CHECKSUM_ALGORITHMS, LEASE_TTL, UPLOAD_CHECKSUM, beyond_length, checksum_mismatch, chunk_too_large, expiry,
+    CHECKSUM_ALGORITHMS, LEASE_TTL, UPLOAD_CHECKSUM, beyond_length, checksum_mismatch, chunk_too_large, end_of_life,
+    expires_at,
 };
 use crate::{AppState, blob_error, store_error, upload_error};
 
@@ -545,7 +546,7 @@ impl Writer<'_> {
             self.kept = Some(kept);
             self.finish().await?;
         } else {
-            next.expires_at = Utc::now() + expiry(self.state);
+            next.expires_at = expires_at(self.state, next.created_at);
             self.kept = Some(kept);
         }
         Ok(())
@@ -674,7 +675,7 @@ impl Writer<'_> {
                     None => Tail::new(key, size),
                 })
             };
-            self.upload.expires_at = Utc::now() + expiry(self.state);
+            self.upload.expires_at = expires_at(self.state, self.upload.created_at);
         }
         Ok(())
     }
@@ -719,7 +720,7 @@ impl Writer<'_> {
         };
         self.state
             .uploads
-            .put_part(&self.upload.id, &part, self.upload.expires_at)
+            .put_part(&self.upload.id, &part, end_of_life(self.state, self.upload.created_at))
             .await
             .map_err(store_error)
     }
