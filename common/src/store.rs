@@ -282,9 +282,10 @@ pub trait Store: Send + Sync {
     async fn write_batch(&self, puts: Vec<Item>, deletes: Vec<(String, String)>) -> Result<(), StoreError>;
     /// Adds `by` to a numeric attribute (created at 0, with the item if missing) and returns the new value.
     async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError>;
-    /// Items of one partition in sort-key order.
+    /// Items of one partition in sort-key order, as every write made before the query left them.
     async fn query(&self, pk: &str, query: Query) -> Result<Page, StoreError>;
-    /// Items whose `gsi1pk` is `index_pk`, in `gsi1sk` order.
+    /// Items whose `gsi1pk` is `index_pk`, in `gsi1sk` order. In the cloud an index lags the writes by
+    /// a moment: a write just made may be missing.
     async fn query_index(&self, index_pk: &str, query: Query) -> Result<Page, StoreError>;
 
     /// What [`Store::get`] would answer, if this store holds it in memory and knows it to be current

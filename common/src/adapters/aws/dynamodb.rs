@@ -162,6 +162,9 @@ impl DynamoStore {
             .query()
             .table_name(&self.table)
             .set_index_name(index.map(str::to_owned))
+            // As the embedded store reads: a query of the table sees every write before it (the parts an
+            // upload recorded just before it completes, say). An index cannot be read that way.
+            .consistent_read(index.is_none())
             .key_condition_expression(key_condition)
             .filter_expression("attribute_not_exists(#ttl) OR #ttl > :now")
             .set_expression_attribute_names(Some(names))
