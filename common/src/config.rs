@@ -296,6 +296,14 @@ impl Config {
             max_age: seconds("STREAMGATE_UPLOAD_MAX_AGE", 172_800)?,
             url_ttl: seconds("STREAMGATE_UPLOAD_URL_TTL", 3600)?,
         };
+        // S3 signs URLs for a week at most.
+        if uploads.url_ttl > Duration::from_secs(7 * 86_400) {
+            return Err(ConfigError::Invalid {
+                name: "STREAMGATE_UPLOAD_URL_TTL",
+                value: uploads.url_ttl.as_secs().to_string(),
+                expected: "at most 604800 seconds (a week)",
+            });
+        }
         let log_format = match get("STREAMGATE_LOG_FORMAT").as_deref() {
             Some("json") => LogFormat::Json,
             Some("pretty") => LogFormat::Pretty,
@@ -542,6 +550,7 @@ mod tests {
             ("STREAMGATE_MAX_CHUNK_SIZE", "0"),
             ("STREAMGATE_UPLOAD_EXPIRY", "-1"),
             ("STREAMGATE_UPLOAD_MAX_AGE", "0"),
+            ("STREAMGATE_UPLOAD_URL_TTL", "604801"),
             ("STREAMGATE_LADDER", "4k"),
             ("STREAMGATE_X264_PRESET", "warp"),
             ("STREAMGATE_CHUNK_SECONDS", "30"),
