@@ -16,9 +16,10 @@ use common::catalog::{VideoError, VideoStatus, Videos};
 use common::config::Config;
 use common::events::{Event, EventError, EventHandler, Trigger};
 use common::ids::VideoId;
-use common::pipeline::{FinalizeJob, Jobs, Plan, TranscodeJob, decode, live_video, media_prefix, source_key};
+use common::pipeline::{FinalizeJob, JobState, Jobs, Plan, TranscodeJob, decode, live_video, media_prefix, source_key};
 use common::platform::Ports;
 use common::queue::Queue;
+use common::store::StoreError;
 
 /// How long the source's signed URL lives: longer than any job.
 const SOURCE_URL_TTL: Duration = Duration::from_secs(6 * 3600);
@@ -97,13 +98,17 @@ impl Handler {
         Ok(stored)
     }
 
-    /// Counts a finished job once; the delivery whose count completes the set sends `finalize`, once. A
-    /// repeated delivery sends it only if that send never happened (it failed before it was noted), so a
-    /// lost message cannot leave the video unfinished; finalize is idempotent either way.
+    /// Counts a finished job once (the count is the video's progress) and sends `finalize` when every
+    /// job is done and it was not sent yet. The count is a hint: it misses a job whose delivery stopped
+    /// between marking it done and counting it, and counts one twice when a write retried after it had
+    /// landed. So when it says the set is complete, and on every repeated delivery, the job records
+    /// decide. A repeated delivery also sends `finalize` if that send never happened (it failed before
+    /// it was noted), so a lost message cannot leave the video unfinished; finalize is idempotent.
     async fn finish(&self, plan: &Plan, job: &str) -> Result<(), EventError> {
         let id = &plan.video_id;
         let total = plan.jobs.len() as i64;
-        let completes = if self.jobs.mark_done(id, job).await.map_err(EventError::retryable)? {
+        let first = self.jobs.mark_done(id, job).await.map_err(EventError::retryable)?;
+        let counted = if first {
             let done = self.jobs.count_done(id).await.map_err(EventError::retryable)?;
             let progress = (done * 100 / total.max(1)).min(99) as u8;
             self.videos
@@ -116,11 +121,13 @@ impl Handler {
                 })
                 .await
                 .map_err(EventError::retryable)?;
-            done == total
+            done
         } else {
-            let done = self.jobs.done(id).await.map_err(EventError::retryable)?;
-            done >= total && !self.jobs.finalize_sent(id).await.map_err(EventError::retryable)?
+            total
         };
+        let completes = counted >= total
+            && self.all_done(plan).await.map_err(EventError::retryable)?
+            && !self.jobs.finalize_sent(id).await.map_err(EventError::retryable)?;
         if completes {
             let message =
                 serde_json::to_string(&FinalizeJob { video_id: id.clone() }).map_err(EventError::retryable)?;
@@ -129,6 +136,15 @@ impl Handler {
             tracing::info!(video_id = %id, jobs = total, "every job is done; finalizing");
         }
         Ok(())
+    }
+
+    /// Whether the records say every job of the plan is done.
+    async fn all_done(&self, plan: &Plan) -> Result<bool, StoreError> {
+        let records = self.jobs.records(&plan.video_id).await?;
+        Ok(plan
+            .jobs
+            .iter()
+            .all(|job| records.iter().any(|r| &r.job == job && r.state == JobState::Done)))
     }
 
     async fn fail(&self, id: &VideoId, detail: String) -> Result<(), EventError> {

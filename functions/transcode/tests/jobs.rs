@@ -5,7 +5,7 @@
 use std::process::Command;
 
 use common::catalog::Videos;
-use common::pipeline::Plan;
+use common::pipeline::{Jobs, Plan};
 use common::platform::Ports;
 use streamgate_testing::{planned_video, served_ports, transcode_job};
 
@@ -118,6 +118,27 @@ async fn chunks_join_into_one_stream_and_finalize_is_sent_once() {
         times[0],
         times[299]
     );
+}
+
+/// A delivery that stopped between marking its job done and counting it (a crash, a timeout) is made
+/// again: the count misses that job, yet the set completes and `finalize` is sent once.
+#[tokio::test]
+async fn a_job_marked_done_but_never_counted_still_completes_the_set() {
+    let setup = setup().await;
+    let plan = setup.planned(8, 4).await;
+    assert_eq!(plan.jobs, ["video-0", "video-1", "audio"]);
+    let jobs = Jobs::new(setup.ports.store.clone());
+    assert!(jobs.mark_done(&plan.video_id, "video-0").await.expect("store"));
+    for job in ["video-1", "audio"] {
+        setup.run(&plan, job).await;
+    }
+    assert_eq!(jobs.done(&plan.video_id).await.expect("store"), 2, "one job was never counted");
+    assert_eq!(setup.finalize_messages().await, 0, "the count says the set is not done");
+
+    setup.run(&plan, "video-0").await;
+    assert_eq!(setup.finalize_messages().await, 1, "the records say it is");
+    setup.run(&plan, "video-0").await;
+    assert_eq!(setup.finalize_messages().await, 1, "sent once");
 }
 
 #[tokio::test]
