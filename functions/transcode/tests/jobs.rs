@@ -132,7 +132,11 @@ async fn a_job_marked_done_but_never_counted_still_completes_the_set() {
     for job in ["video-1", "audio"] {
         setup.run(&plan, job).await;
     }
-    assert_eq!(jobs.done(&plan.video_id).await.expect("store"), 2, "one job was never counted");
+    assert_eq!(
+        jobs.done(&plan.video_id).await.expect("store"),
+        2,
+        "one job was never counted"
+    );
     assert_eq!(setup.finalize_messages().await, 0, "the count says the set is not done");
 
     setup.run(&plan, "video-0").await;
