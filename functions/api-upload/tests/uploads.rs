@@ -1165,6 +1165,28 @@ async fn direct_create(app: &App, token: &str, body: Value) -> Answer {
     .await
 }
 
+async fn direct_complete(app: &App, token: &str, id: &str, parts: Value) -> Answer {
+    app.send(
+        Request::post(format!("/v1/uploads/multipart/{id}/complete"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(json!({ "parts": parts }).to_string()))
+            .expect("request"),
+    )
+    .await
+}
+
+/// PUTs `bodies` to the URLs of `parts` (as `create` answered them); the parts to complete with.
+async fn put_parts(app: &App, parts: &[Value], bodies: impl IntoIterator<Item = Vec<u8>>) -> Vec<Value> {
+    let mut etags = Vec::new();
+    for (part, body) in parts.iter().zip(bodies) {
+        let answer = put_part(app, part["url"].as_str().expect("url"), body).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        etags.push(json!({"partNumber": part["partNumber"], "etag": answer.header("etag").expect("etag")}));
+    }
+    etags
+}
+
 async fn put_part(app: &App, url: &str, bytes: Vec<u8>) -> Answer {
     let path = url.trim_start_matches("http://127.0.0.1:8080");
     app.send(Request::put(path).body(Body::from(bytes)).expect("request"))
@@ -1201,32 +1223,21 @@ async fn direct_multipart_uploads() {
         StatusCode::FORBIDDEN
     );
 
-    let mut etags = Vec::new();
-    for (part, chunk) in parts.iter().zip(data.chunks(part_size)) {
-        let answer = put_part(&app, part["url"].as_str().expect("url"), chunk.to_vec()).await;
-        assert_eq!(answer.status, StatusCode::OK);
-        etags.push(json!({"partNumber": part["partNumber"], "etag": answer.header("etag").expect("etag")}));
-    }
-    let complete = |token: &str, parts: Value| {
-        app.send(
-            Request::post(format!("/v1/uploads/multipart/{id}/complete"))
-                .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/json")
-                .body(Body::from(json!({ "parts": parts }).to_string()))
-                .expect("request"),
-        )
-    };
-    assert_eq!(complete(&app.bob, json!(etags)).await.status, StatusCode::FORBIDDEN);
-    let answer = complete(&app.alice, json!(etags[..1])).await;
+    let etags = put_parts(&app, &parts, data.chunks(part_size).map(<[u8]>::to_vec)).await;
+    assert_eq!(
+        direct_complete(&app, &app.bob, &id, json!(etags)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let answer = direct_complete(&app, &app.alice, &id, json!(etags[..1])).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.code(), "invalid_parts");
     let mut wrong = etags.clone();
     wrong[1]["etag"] = json!("\"0000\"");
-    let answer = complete(&app.alice, json!(wrong)).await;
+    let answer = direct_complete(&app, &app.alice, &id, json!(wrong)).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{:?}", answer.body);
     assert_eq!(answer.code(), "invalid_parts");
 
-    let answer = complete(&app.alice, json!(etags)).await;
+    let answer = direct_complete(&app, &app.alice, &id, json!(etags)).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     assert_eq!(answer.body["status"], "processing");
     assert_eq!(answer.body["title"], "Talk");
@@ -1237,7 +1248,10 @@ async fn direct_multipart_uploads() {
     assert_eq!(answer.body["source"]["size"], data.len());
     let stored = app.ports.sources.get(&format!("sources/{id}")).await.expect("source");
     assert!(stored.as_ref() == data.as_slice());
-    assert_eq!(complete(&app.alice, json!(etags)).await.code(), "upload_complete");
+    assert_eq!(
+        direct_complete(&app, &app.alice, &id, json!(etags)).await.code(),
+        "upload_complete"
+    );
 }
 
 /// Part URLs take bodies of any length: parts that add up to another size than the upload's end it.
@@ -1254,21 +1268,8 @@ async fn direct_parts_of_another_size_are_refused_at_completion() {
     // The last part is 2 MiB longer than what is left of the declared size.
     let last = declared - part_size * (parts.len() - 1) + 2 * MIB as usize;
     let lengths = (1..parts.len()).map(|_| part_size).chain([last]);
-    let mut etags = Vec::new();
-    for (part, len) in parts.iter().zip(lengths) {
-        let answer = put_part(&app, part["url"].as_str().expect("url"), bytes_of(len, 4)).await;
-        assert_eq!(answer.status, StatusCode::OK);
-        etags.push(json!({"partNumber": part["partNumber"], "etag": answer.header("etag").expect("etag")}));
-    }
-    let answer = app
-        .send(
-            Request::post(format!("/v1/uploads/multipart/{id}/complete"))
-                .header("authorization", format!("Bearer {}", app.alice))
-                .header("content-type", "application/json")
-                .body(Body::from(json!({ "parts": etags }).to_string()))
-                .expect("request"),
-        )
-        .await;
+    let etags = put_parts(&app, &parts, lengths.map(|len| bytes_of(len, 4))).await;
+    let answer = direct_complete(&app, &app.alice, &id, json!(etags)).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.code(), "size_mismatch");
 
@@ -1312,15 +1313,7 @@ async fn a_direct_upload_completed_by_a_lost_try_is_finished_by_the_next() {
         .await
         .expect("completed by the lost try");
 
-    let answer = app
-        .send(
-            Request::post(format!("/v1/uploads/multipart/{id}/complete"))
-                .header("authorization", format!("Bearer {}", app.alice))
-                .header("content-type", "application/json")
-                .body(Body::from(json!({ "parts": parts }).to_string()))
-                .expect("request"),
-        )
-        .await;
+    let answer = direct_complete(&app, &app.alice, &id, parts).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     assert_eq!(app.record(&path).await.state, UploadState::Complete);
     let video = app.video(&path).await.expect("video");

@@ -4,6 +4,7 @@
 
 use common::catalog::{Source, Video, VideoStatus, Videos};
 use common::events::{Event, EventHandler, ObjectCreated};
+use common::ids::VideoId;
 use common::pipeline::{Jobs, TranscodeJob};
 use common::platform::Ports;
 use streamgate_testing::{clip, ffmpeg, served_ports, video_with_source};
@@ -28,6 +29,11 @@ impl Setup {
     /// Stores `bytes` as a new video's source and hands its storage event to on-upload.
     async fn upload(&self, bytes: Vec<u8>) -> Video {
         let id = video_with_source(&self.ports, VideoStatus::Processing, bytes).await;
+        self.deliver(&id).await
+    }
+
+    /// Hands the storage event of video `id`'s source to on-upload; the video after it.
+    async fn deliver(&self, id: &VideoId) -> Video {
         let event = Event::ObjectCreated(ObjectCreated {
             bucket: "sources".into(),
             key: format!("sources/{id}"),
@@ -36,7 +42,7 @@ impl Setup {
         });
         self.handler.handle(event).await.expect("handled");
         Videos::new(self.ports.store.clone())
-            .get(&id)
+            .get(id)
             .await
             .expect("get")
             .expect("video")
@@ -93,13 +99,7 @@ async fn a_good_source_is_planned_and_its_jobs_queued() {
     assert_eq!(queued, ["audio", "video-0", "video-1", "video-2"]);
 
     // A redelivered event plans nothing new and sends the pending jobs again.
-    let event = Event::ObjectCreated(ObjectCreated {
-        bucket: "sources".into(),
-        key: format!("sources/{}", video.id),
-        size: None,
-        etag: None,
-    });
-    setup.handler.handle(event).await.expect("handled");
+    setup.deliver(&video.id).await;
     assert_eq!(setup.queued().await.len(), 4);
 }
 
@@ -160,14 +160,7 @@ async fn broken_sources_fail_with_their_code() {
         })
         .await
         .expect("store");
-    let event = Event::ObjectCreated(ObjectCreated {
-        bucket: "sources".into(),
-        key: format!("sources/{id}"),
-        size: None,
-        etag: None,
-    });
-    setup.handler.handle(event).await.expect("handled");
-    let video = videos.get(&id).await.expect("store").expect("video");
+    let video = setup.deliver(&id).await;
     assert_eq!(video.status, VideoStatus::Failed);
     assert_eq!(code(&video), "size_mismatch", "{:?}", video.error);
 
