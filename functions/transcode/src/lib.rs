@@ -3,7 +3,7 @@
 //! and scaled per rung) into CMAF fMP4 segments of 4 s whose timestamps continue the source's, so the
 //! chunks' segments join into one playlist with one init segment; the `audio` job encodes the whole
 //! soundtrack once. Outputs go to deterministic keys under `videos/{id}/`, so a job delivered twice writes
-//! the same objects. The delivery that marks the last job done sends `finalize`.
+//! the same objects. The delivery after which the job records show every job done sends `finalize`.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -98,17 +98,16 @@ impl Handler {
         Ok(stored)
     }
 
-    /// Counts a finished job once (the count is the video's progress) and sends `finalize` when every
-    /// job is done and it was not sent yet. The count is a hint: it misses a job whose delivery stopped
-    /// between marking it done and counting it, and counts one twice when a write retried after it had
-    /// landed. So when it says the set is complete, and on every repeated delivery, the job records
-    /// decide. A repeated delivery also sends `finalize` if that send never happened (it failed before
-    /// it was noted), so a lost message cannot leave the video unfinished; finalize is idempotent.
+    /// Counts a finished job once (the count is the video's progress) and sends `finalize` when the job
+    /// records say every job is done and it was not sent yet. The count only shows progress: it misses a
+    /// job whose delivery stopped between marking it done and counting it, and counts one twice when a
+    /// write retried after it had landed. A repeated delivery also sends `finalize` if that send never
+    /// happened (it failed before it was noted), so a lost message cannot leave the video unfinished;
+    /// finalize is idempotent.
     async fn finish(&self, plan: &Plan, job: &str) -> Result<(), EventError> {
         let id = &plan.video_id;
         let total = plan.jobs.len() as i64;
-        let first = self.jobs.mark_done(id, job).await.map_err(EventError::retryable)?;
-        let counted = if first {
+        if self.jobs.mark_done(id, job).await.map_err(EventError::retryable)? {
             let done = self.jobs.count_done(id).await.map_err(EventError::retryable)?;
             let progress = (done * 100 / total.max(1)).min(99) as u8;
             self.videos
@@ -121,12 +120,8 @@ impl Handler {
                 })
                 .await
                 .map_err(EventError::retryable)?;
-            done
-        } else {
-            total
-        };
-        let completes = counted >= total
-            && self.all_done(plan).await.map_err(EventError::retryable)?
+        }
+        let completes = self.all_done(plan).await.map_err(EventError::retryable)?
             && !self.jobs.finalize_sent(id).await.map_err(EventError::retryable)?;
         if completes {
             let message =
