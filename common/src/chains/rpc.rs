@@ -45,18 +45,31 @@ pub enum ChainError {
 /// What the chain said to a call.
 enum Outcome<T> {
     Answer(T),
-    /// The call reverted: final, another URL would say the same (see [`is_revert`]).
+    /// The call reverted or its code failed: final, another URL would say the same (see [`is_revert`]).
     Refused(String),
 }
 
-/// Whether a node's error answer is the call's own outcome: the contract reverted. EIP-1474 gives a
-/// revert code 3; nodes that do not use it say so in the message (`execution reverted`), and Nethermind
-/// answers any failed execution with -32015. Any other error answer (a rate limit, an internal error, a
-/// block the node does not have) is the URL failing: the call goes on to the next URL, and when none
-/// answers, to a [`ChainError::Unavailable`], never to a reverted call, which reads as a balance of 0.
+/// Whether a node's error answer is the call's own outcome, which every node would give: the contract
+/// reverted, or its code failed (an invalid opcode, out of gas). EIP-1474 gives a revert code 3; nodes
+/// that do not use it say so in the message (`execution reverted`, geth's `invalid opcode: …`), and
+/// Nethermind answers any failed execution with -32015. Any other error answer (a rate limit, an
+/// internal error, a block the node does not have) is the URL failing: the call goes on to the next URL,
+/// and when none answers, to a [`ChainError::Unavailable`], never to a failed call, which reads as a
+/// balance of 0.
 fn is_revert(code: i64, message: &str) -> bool {
     const NETHERMIND_EXECUTION_ERROR: i64 = -32015;
-    code == 3 || code == NETHERMIND_EXECUTION_ERROR || message.to_ascii_lowercase().contains("revert")
+    const EXECUTION_FAILURES: [&str; 6] = [
+        "revert",
+        "invalid opcode",
+        "out of gas",
+        "stack underflow",
+        "stack overflow",
+        "invalid jump",
+    ];
+    let message = message.to_ascii_lowercase();
+    code == 3
+        || code == NETHERMIND_EXECUTION_ERROR
+        || EXECUTION_FAILURES.iter().any(|failure| message.contains(failure))
 }
 
 /// Consecutive failures after which a URL is left alone for [`COOL_DOWN`].
@@ -424,6 +437,7 @@ mod tests {
             json!({"code": 3, "message": "execution reverted", "data": "0x7e273289"}),
             json!({"code": -32000, "message": "execution reverted"}),
             json!({"code": -32015, "message": "VM execution error.", "data": "revert"}),
+            json!({"code": -32000, "message": "invalid opcode: INVALID"}),
         ] {
             let (reverting, _) = node(json!({"error": error})).await;
             let (unused, unused_asked) = node(json!({"result": "0x"})).await;
@@ -440,6 +454,9 @@ mod tests {
         assert!(is_revert(3, "execution reverted: ERC721NonexistentToken"));
         assert!(is_revert(-32000, "Execution Reverted"));
         assert!(is_revert(-32015, "VM execution error."));
+        assert!(is_revert(-32000, "invalid opcode: INVALID"));
+        assert!(is_revert(-32000, "out of gas"));
+        assert!(is_revert(-32000, "stack underflow (0 <=> 1)"));
         assert!(!is_revert(-32000, "header not found"));
         assert!(!is_revert(-32005, "request rate exceeded"));
         assert!(!is_revert(429, "Too Many Requests"));
