@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use chrono::{DateTime, Utc};
-use common::blobs::{BlobError, CompletedPart};
+use common::blobs::CompletedPart;
 use common::catalog::{Video, VideoError, VideoStatus};
 use common::identity::Authenticated;
 use common::ids::VideoId;
@@ -19,7 +19,7 @@ use common::uploads::{Upload, UploadKind, UploadState, part_size_for};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{AppState, blob_error, gone, metadata, new_video, store_error, upload_error};
+use crate::{AppState, blob_error, gone, metadata, new_video, upload_error};
 
 /// Direct parts are larger than tus ones: fewer URLs and requests for the files this path is for.
 const MIN_PART_SIZE: u64 = 8 * common::config::MIB;
@@ -201,48 +201,37 @@ async fn complete(
         release(&leased).await;
         return Err(err);
     }
-    let object = match state.sources.complete_multipart(&key, &multipart, &request.parts).await {
+    let object = match state.complete_source(&key, &multipart, &request.parts).await {
         Ok(object) => object,
         Err(err) => {
-            // A try whose answer was lost (a timeout, say) may have completed it already.
-            let landed = match err {
-                BlobError::NoSuchUpload(_) => state.sources.head(&key).await.ok().flatten(),
-                _ => None,
-            };
-            match landed {
-                Some(object) => object,
-                None => {
-                    // Let the client fix its list and try again; the video waits for it as before.
-                    release(&leased).await;
-                    state
-                        .videos
-                        .update(&leased.id, |video| {
-                            if video.status != VideoStatus::Processing {
-                                return false;
-                            }
-                            video.status = VideoStatus::Uploading;
-                            video.source = None;
-                            true
-                        })
-                        .await
-                        .map_err(store_error)?;
-                    return Err(blob_error(err));
-                }
-            }
+            // Let the client fix its list and try again; the video waits for it as before.
+            release(&leased).await;
+            state.take_back(&leased.id).await?;
+            return Err(err);
         }
     };
     if object.size != leased.length {
         return Err(refuse_size(&state, &leased, object.size).await);
     }
     // The bytes did not pass through here: read them back once for the digest.
-    let sha256 = state.digest_of(&key).await?;
+    let sha256 = match state.digest_of(&key).await {
+        Ok(sha256) => sha256,
+        Err(err) => {
+            // The object landed; a `complete` sent again finds it and tries the digest again.
+            release(&leased).await;
+            return Err(err);
+        }
+    };
     let mut done = leased.clone();
     done.state = UploadState::Complete;
     done.lease = None;
     done.parts = expected;
     done.offset = object.size;
     done.sha256 = Some(sha256.clone());
-    state.uploads.save(&leased, done).await.map_err(upload_error)?;
+    if let Err(err) = state.uploads.save(&leased, done).await {
+        release(&leased).await;
+        return Err(upload_error(err));
+    }
     let video = state.record_digest(&leased.id, &sha256, object.size).await?;
     metrics::counter!("streamgate_uploads_completed_total", "kind" => "direct").increment(1);
     tracing::info!(video_id = %leased.id, size = object.size, "direct upload complete");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::http::HeaderMap;
-use common::blobs::{BlobError, Blobs};
+use common::blobs::{BlobError, Blobs, CompletedPart, ObjectMeta};
 use common::catalog::{Video, VideoStatus, Videos};
 use common::chains::Chains;
 use common::config::{Config, UploadLimits};
@@ -178,6 +178,41 @@ impl AppState {
 }
 
 impl AppState {
+    /// Undoes [`AppState::hand_over`] when the object did not land after all: the video waits for its
+    /// upload again, unless it got further meanwhile.
+    async fn take_back(&self, id: &VideoId) -> Result<(), ApiError> {
+        self.videos
+            .update(id, |video| {
+                if video.status != VideoStatus::Processing {
+                    return false;
+                }
+                video.status = VideoStatus::Uploading;
+                video.source = None;
+                true
+            })
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Completes the multipart upload of source `key`. A completion whose answer was lost (a timeout,
+    /// say) may have landed the object already: a second one then finds it there.
+    async fn complete_source(
+        &self,
+        key: &str,
+        multipart: &str,
+        parts: &[CompletedPart],
+    ) -> Result<ObjectMeta, ApiError> {
+        match self.sources.complete_multipart(key, multipart, parts).await {
+            Ok(object) => Ok(object),
+            Err(err @ BlobError::NoSuchUpload(_)) => match self.sources.head(key).await {
+                Ok(Some(object)) => Ok(object),
+                _ => Err(blob_error(err)),
+            },
+            Err(err) => Err(blob_error(err)),
+        }
+    }
+
     /// The SHA-256 of source `key`, read back: for bytes that did not pass through here, or whose running
     /// digest was lost.
     async fn digest_of(&self, key: &str) -> Result<String, ApiError> {

@@ -511,6 +511,12 @@ async fn a_request_whose_bytes_cannot_be_stored_changes_nothing() {
     );
     let record = app.record(&path).await;
     assert_eq!((record.state, record.lease.is_none()), (UploadState::Open, true));
+    let video = app.video(&path).await.expect("video");
+    assert_eq!(
+        (video.status, video.source),
+        (VideoStatus::Uploading, None),
+        "the video waits too"
+    );
     std::fs::remove_dir(&source).expect("unblock the source");
     assert_eq!(send(2 * piece, data.len()).await.status, StatusCode::NO_CONTENT);
 

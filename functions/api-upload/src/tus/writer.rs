@@ -750,20 +750,22 @@ impl Writer<'_> {
             .await?;
         let key = upload.key();
         let size = upload.length;
-        match &upload.multipart_id {
-            None => {
-                self.sources()
-                    .put(&key, Bytes::new(), upload.content_type.as_deref())
-                    .await
-                    .map_err(blob_error)?;
-            }
-            Some(multipart) => {
-                let parts = self.state.uploads.parts(upload).await.map_err(store_error)?;
-                self.sources()
-                    .complete_multipart(&key, multipart, &parts)
-                    .await
-                    .map_err(blob_error)?;
-            }
+        let landed = match &upload.multipart_id {
+            None => self
+                .sources()
+                .put(&key, Bytes::new(), upload.content_type.as_deref())
+                .await
+                .map(drop)
+                .map_err(blob_error),
+            Some(multipart) => match self.state.uploads.parts(upload).await {
+                Ok(parts) => self.state.complete_source(&key, multipart, &parts).await.map(drop),
+                Err(err) => Err(store_error(err)),
+            },
+        };
+        if let Err(err) = landed {
+            // The request fails and the upload stays where it was: so does its video.
+            self.state.take_back(&upload.id).await?;
+            return Err(err);
         }
         if self.upload.sha256.is_none() {
             // Its running digest was lost on the way (see `digest`): read the file back once. The upload
