@@ -94,7 +94,8 @@ async fn create(
     let part_size = part_size_for(request.size, MIN_PART_SIZE);
     let count = u32::try_from(request.size.div_ceil(part_size)).map_err(|e| ApiError::internal(&e))?;
     let now = Utc::now();
-    let url_ttl = state.limits.url_ttl;
+    // The URLs live no longer than the upload may.
+    let url_ttl = state.limits.url_ttl.min(state.limits.max_age);
     let urls_expire = now + chrono::Duration::from_std(url_ttl).unwrap_or(chrono::Duration::hours(1));
     let expiry = chrono::Duration::from_std(state.limits.expiry).unwrap_or(chrono::Duration::days(1));
     let upload = Upload {
@@ -117,7 +118,7 @@ async fn create(
         version: 0,
         lease: None,
         created_at: now,
-        // The upload lives at least as long as its URLs, within its maximum age.
+        // The upload lives at least as long as its URLs, which end within its maximum age.
         expires_at: (now + expiry)
             .max(urls_expire)
             .min(crate::tus::end_of_life(&state, now)),

@@ -160,7 +160,9 @@ async fn a_video_gated_while_it_is_finalized_gets_its_encrypted_copy() {
     let gating = async {
         // The manifests are written after finalize has read the record and before it makes the video
         // ready (posters and thumbnails come between): the owner gates the video in between.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         while setup.ports.media.head(&master).await.expect("head").is_none() {
+            assert!(std::time::Instant::now() < deadline, "finalize wrote no manifest");
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
         videos
