@@ -149,6 +149,15 @@ impl Accounts {
         }
         let listed = Item::from_record(account_pk(account), wallet_pk(address), &link)?;
         self.store.put(listed, None).await?;
+        // Links made at the same moment each saw room for one more: any that finds the account over
+        // the limit once written takes itself back.
+        if self.wallets(account).await?.len() > MAX_WALLETS {
+            self.store
+                .delete(&account_pk(account), &wallet_pk(address), None)
+                .await?;
+            self.store.delete(&wallet_pk(address), "link", None).await?;
+            return Err(AccountError::TooManyWallets);
+        }
         Ok(())
     }
 
@@ -256,5 +265,32 @@ mod tests {
         assert_eq!(accounts.wallets(&account).await.expect("wallets").len(), MAX_WALLETS);
         assert!(accounts.account_of(&wallet(MAX_WALLETS)).await.expect("read").is_none());
         accounts.sign_in(&wallet(MAX_WALLETS)).await.expect("a new account");
+    }
+
+    #[tokio::test]
+    async fn links_made_at_once_do_not_pass_the_limit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let accounts = Accounts::new(Arc::new(LocalStore::new(
+            LocalDb::open(&dir.path().join("db")).expect("db"),
+        )));
+        let wallet = |n: usize| Address::left_padding_from(&(n as u64 + 1).to_be_bytes());
+        let account = accounts.sign_in(&wallet(0)).await.expect("sign in");
+        for n in 1..MAX_WALLETS - 1 {
+            accounts.link(&account, &wallet(n)).await.expect("link");
+        }
+        // Room for one more; three try at once.
+        let newcomers: Vec<Address> = (MAX_WALLETS - 1..MAX_WALLETS + 2).map(wallet).collect();
+        let tries = newcomers.iter().map(|address| accounts.link(&account, address));
+        let linked = futures::future::join_all(tries).await;
+        assert!(linked.iter().filter(|l| l.is_ok()).count() <= 1, "{linked:?}");
+        let wallets = accounts.wallets(&account).await.expect("wallets");
+        assert!(wallets.len() <= MAX_WALLETS, "{}", wallets.len());
+        for refused in (MAX_WALLETS - 1..MAX_WALLETS + 2).filter(|&n| !wallets.contains(&wallet(n))) {
+            assert_eq!(
+                accounts.account_of(&wallet(refused)).await.expect("read"),
+                None,
+                "taken back"
+            );
+        }
     }
 }
