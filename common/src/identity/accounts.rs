@@ -207,9 +207,7 @@ mod tests {
     #[tokio::test]
     async fn a_wallet_written_as_text_finds_its_account_in_any_case() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let accounts = Accounts::new(Arc::new(LocalStore::new(
-            LocalDb::open(&dir.path().join("db")).expect("db"),
-        )));
+        let accounts = accounts_in(&dir);
         let wallet: Address = "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A".parse().expect("address");
         let account = accounts.sign_in(&wallet).await.expect("sign in");
 
@@ -245,13 +243,21 @@ mod tests {
         assert_eq!(accounts.wallets(&account).await.expect("wallets"), vec![wallet]);
     }
 
+    fn accounts_in(dir: &tempfile::TempDir) -> Accounts {
+        Accounts::new(Arc::new(LocalStore::new(
+            LocalDb::open(&dir.path().join("db")).expect("db"),
+        )))
+    }
+
+    /// The `n`th of a row of distinct wallets.
+    fn wallet(n: usize) -> Address {
+        Address::left_padding_from(&(n as u64 + 1).to_be_bytes())
+    }
+
     #[tokio::test]
     async fn an_account_links_a_bounded_number_of_wallets() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let accounts = Accounts::new(Arc::new(LocalStore::new(
-            LocalDb::open(&dir.path().join("db")).expect("db"),
-        )));
-        let wallet = |n: usize| Address::left_padding_from(&(n as u64 + 1).to_be_bytes());
+        let accounts = accounts_in(&dir);
         let account = accounts.sign_in(&wallet(0)).await.expect("sign in");
         for n in 1..MAX_WALLETS {
             accounts.link(&account, &wallet(n)).await.expect("link");
@@ -270,10 +276,7 @@ mod tests {
     #[tokio::test]
     async fn links_made_at_once_do_not_pass_the_limit() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let accounts = Accounts::new(Arc::new(LocalStore::new(
-            LocalDb::open(&dir.path().join("db")).expect("db"),
-        )));
-        let wallet = |n: usize| Address::left_padding_from(&(n as u64 + 1).to_be_bytes());
+        let accounts = accounts_in(&dir);
         let account = accounts.sign_in(&wallet(0)).await.expect("sign in");
         for n in 1..MAX_WALLETS - 1 {
             accounts.link(&account, &wallet(n)).await.expect("link");
