@@ -133,6 +133,16 @@ impl App {
         .await
     }
 
+    /// Alice's PATCH from offset 0 declaring `length` bytes, whose `body` comes as the test sends it.
+    fn declared_patch(&self, path: &str, length: usize, body: Body) -> Request<Body> {
+        self.tus("PATCH", path, &self.alice)
+            .header("upload-offset", "0")
+            .header("content-type", "application/offset+octet-stream")
+            .header("content-length", length.to_string())
+            .body(body)
+            .expect("request")
+    }
+
     /// A PATCH whose length is unknown until it ends (chunked transfer encoding).
     async fn patch_streamed(&self, token: &str, path: &str, offset: u64, body: Vec<u8>) -> Answer {
         let pieces: Vec<Result<Bytes, std::io::Error>> =
@@ -876,13 +886,7 @@ async fn a_slow_part_keeps_its_lease() {
         let piece = wait.recv().await?;
         Some((Ok::<_, std::io::Error>(Bytes::from(piece)), wait))
     }));
-    let request = app
-        .tus("PATCH", &path, &app.alice)
-        .header("upload-offset", "0")
-        .header("content-type", "application/offset+octet-stream")
-        .header("content-length", data.len().to_string())
-        .body(body)
-        .expect("request");
+    let request = app.declared_patch(&path, data.len(), body);
     let router = app.router.clone();
     let writing = tokio::spawn(async move { router.oneshot(request).await.expect("infallible") });
     let mut chunks = data.chunks(MIB as usize);
@@ -982,13 +986,7 @@ async fn a_declared_chunk_cut_off_keeps_its_whole_parts() {
     let path = app.create(&app.alice, data.len() as u64, "").await;
     // Declares all 12 MiB (parts of 5 and 7 MiB), sends 6 MiB and goes away: the first part is kept.
     let (body, go) = held_body(data[..(6 * MIB) as usize].to_vec(), None);
-    let request = app
-        .tus("PATCH", &path, &app.alice)
-        .header("upload-offset", "0")
-        .header("content-type", "application/offset+octet-stream")
-        .header("content-length", data.len().to_string())
-        .body(body)
-        .expect("request");
+    let request = app.declared_patch(&path, data.len(), body);
     let pending = tokio::spawn(app.router.clone().oneshot(request));
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     drop(go);
