@@ -144,7 +144,8 @@ impl AppState {
     }
 
     /// Moves the video of a finished upload to `processing` and records its source, before the object
-    /// lands and its storage event starts processing. 410 if the video was deleted meanwhile.
+    /// lands and its storage event starts processing. A video past `uploading` keeps its status: at most
+    /// it learns its source. 410 if the video was deleted meanwhile.
     async fn hand_over(&self, upload: &Upload, size: u64, sha256: Option<String>) -> Result<(), ApiError> {
         let source = common::catalog::Source {
             filename: upload.filename.clone(),
@@ -155,8 +156,14 @@ impl AppState {
         let updated = self
             .videos
             .update(&upload.id, |video| {
-                if video.status != VideoStatus::Uploading && video.source.as_ref() == Some(&source) {
-                    return false;
+                if video.status != VideoStatus::Uploading {
+                    // Handed over already; or the object landed by a completion whose answer was lost,
+                    // and its storage event moved the video on before the upload learnt of it.
+                    if video.source.is_some() {
+                        return false;
+                    }
+                    video.source = Some(source.clone());
+                    return true;
                 }
                 video.status = VideoStatus::Processing;
                 video.progress = 0;
@@ -195,21 +202,30 @@ impl AppState {
         Ok(())
     }
 
-    /// Completes the multipart upload of source `key`. A completion whose answer was lost (a timeout,
-    /// say) may have landed the object already: a second one then finds it there.
+    /// Completes the multipart upload of source `key`. Storage may carry out a completion and still
+    /// answer with an error (a timeout, a reply lost on the way), and a completion sent again after
+    /// one whose answer was lost finds the multipart upload gone: either way, the object found at `key`
+    /// is the completed one, as nothing else writes there.
     async fn complete_source(
         &self,
         key: &str,
         multipart: &str,
         parts: &[CompletedPart],
     ) -> Result<ObjectMeta, ApiError> {
-        match self.sources.complete_multipart(key, multipart, parts).await {
-            Ok(object) => Ok(object),
-            Err(err @ BlobError::NoSuchUpload(_)) => match self.sources.head(key).await {
-                Ok(Some(object)) => Ok(object),
-                _ => Err(blob_error(err)),
-            },
-            Err(err) => Err(blob_error(err)),
+        let err = match self.sources.complete_multipart(key, multipart, parts).await {
+            Ok(object) => return Ok(object),
+            Err(err) => err,
+        };
+        match self.sources.head(key).await {
+            Ok(Some(object)) => {
+                tracing::info!(%key, error = %err, "a completion answered with an error, but its object landed");
+                Ok(object)
+            }
+            Ok(None) => Err(blob_error(err)),
+            Err(head) => {
+                tracing::warn!(%key, error = %head, "could not look for the object of a failed completion");
+                Err(blob_error(err))
+            }
         }
     }
 

@@ -2,6 +2,9 @@
 //! larger than a part, interrupted and concurrent requests, expiry, and direct multipart uploads.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
 
 use alloy_primitives::Address;
 use axum::Router;
@@ -10,7 +13,7 @@ use axum::http::{Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use common::adapters::local::blob_routes;
-use common::blobs::Blobs;
+use common::blobs::{BlobError, Blobs, ByteChunks, CompletedPart, ObjectMeta, SignedUrl};
 use common::catalog::{VideoStatus, Videos};
 use common::config::{Config, MIB};
 use common::identity::accounts::AccountId;
@@ -182,6 +185,15 @@ impl App {
         }
     }
 
+    /// A server of the same installation whose sources bucket is `sources`.
+    fn over_sources(&self, sources: Arc<dyn Blobs>) -> App {
+        let mut app = self.another_server(true);
+        app.ports.sources = sources;
+        let state = api_upload::AppState::new(&app.config, &app.ports).expect("state");
+        app.router = api_upload::router(state).merge(blob_routes([self.local.sources.clone()]));
+        app
+    }
+
     /// The upload's record.
     async fn record(&self, path: &str) -> common::uploads::Upload {
         Uploads::new(self.ports.store.clone())
@@ -214,6 +226,112 @@ impl App {
             .get(&Self::id(path))
             .await
             .expect("store")
+    }
+}
+
+/// A bucket whose answers go missing: it carries out the next `lost` completions but answers each with
+/// an error, as a timeout or a reply lost on the way looks to its caller; and the next `blind` looks
+/// (`head`) fail.
+struct LostAnswers {
+    inner: Arc<dyn Blobs>,
+    lost: AtomicUsize,
+    blind: AtomicUsize,
+}
+
+impl LostAnswers {
+    fn new(inner: Arc<dyn Blobs>, lost: usize, blind: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            lost: AtomicUsize::new(lost),
+            blind: AtomicUsize::new(blind),
+        })
+    }
+
+    /// Counts one off `counter`: true while there were some left.
+    fn spend(counter: &AtomicUsize) -> bool {
+        counter.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
+    }
+}
+
+#[async_trait::async_trait]
+impl Blobs for LostAnswers {
+    fn bucket(&self) -> &str {
+        self.inner.bucket()
+    }
+    async fn put(&self, key: &str, body: Bytes, content_type: Option<&str>) -> Result<ObjectMeta, BlobError> {
+        self.inner.put(key, body, content_type).await
+    }
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        content_type: Option<&str>,
+    ) -> Result<ObjectMeta, BlobError> {
+        self.inner.put_file(key, path, content_type).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
+        self.inner.get(key).await
+    }
+    async fn get_stream(&self, key: &str) -> Result<ByteChunks, BlobError> {
+        self.inner.get_stream(key).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BlobError> {
+        if Self::spend(&self.blind) {
+            return Err(BlobError::Backend("the look timed out".into()));
+        }
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, BlobError> {
+        self.inner.list(prefix).await
+    }
+    async fn signed_get_url(&self, key: &str, ttl: Duration) -> Result<SignedUrl, BlobError> {
+        self.inner.signed_get_url(key, ttl).await
+    }
+    async fn signed_put_url(&self, key: &str, ttl: Duration) -> Result<SignedUrl, BlobError> {
+        self.inner.signed_put_url(key, ttl).await
+    }
+    async fn create_multipart(&self, key: &str, content_type: Option<&str>) -> Result<String, BlobError> {
+        self.inner.create_multipart(key, content_type).await
+    }
+    async fn upload_part(&self, key: &str, upload_id: &str, number: u32, body: Bytes) -> Result<String, BlobError> {
+        self.inner.upload_part(key, upload_id, number, body).await
+    }
+    async fn upload_part_stream(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        len: u64,
+        body: ByteChunks,
+    ) -> Result<String, BlobError> {
+        self.inner.upload_part_stream(key, upload_id, number, len, body).await
+    }
+    async fn signed_part_url(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: u32,
+        ttl: Duration,
+    ) -> Result<SignedUrl, BlobError> {
+        self.inner.signed_part_url(key, upload_id, number, ttl).await
+    }
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> Result<ObjectMeta, BlobError> {
+        let object = self.inner.complete_multipart(key, upload_id, parts).await?;
+        if Self::spend(&self.lost) {
+            return Err(BlobError::Backend("the completion timed out".into()));
+        }
+        Ok(object)
+    }
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), BlobError> {
+        self.inner.abort_multipart(key, upload_id).await
     }
 }
 
@@ -538,6 +656,52 @@ async fn a_request_whose_bytes_cannot_be_stored_changes_nothing() {
     assert_eq!(video.status, VideoStatus::Processing);
     let sha256 = video.source.expect("source recorded").sha256;
     assert_eq!(sha256, Some(hex::encode(sha2::Sha256::digest(&data))));
+}
+
+#[tokio::test]
+async fn a_last_chunk_sent_again_after_a_completion_that_landed_unseen_completes_the_upload() {
+    let app = app().await;
+    // The completion lands but answers with an error, and both looks for its object fail: the one
+    // after the completion and the one after the failed request.
+    let server = app.over_sources(LostAnswers::new(app.ports.sources.clone(), 1, 2));
+    let data = bytes_of(5 * MIB as usize + 100 * 1024, 4);
+    let part = 5 * MIB as usize;
+    let path = server.create(&server.alice, data.len() as u64, "").await;
+    let send = |from: usize| server.patch(&server.alice, &path, from as u64, data[from..].to_vec());
+    let first = server.patch(&server.alice, &path, 0, data[..part].to_vec()).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT);
+    let failed = send(part).await;
+    assert!(failed.status.is_server_error(), "{:?}", failed.body);
+    let head = server.head(&server.alice, &path).await;
+    assert_eq!(head.header("upload-offset"), Some(part.to_string().as_str()));
+    assert!(
+        server.source(&path).await.as_ref() == data.as_slice(),
+        "the source landed all the same"
+    );
+
+    // Its storage event went on meanwhile, and the video is already ready.
+    Videos::new(app.ports.store.clone())
+        .update(&App::id(&path), |video| {
+            video.status = VideoStatus::Ready;
+            true
+        })
+        .await
+        .expect("store")
+        .expect("video");
+
+    // The client sends the last chunk again: its part cannot be stored, the multipart upload being gone,
+    // and the landed source completes the upload.
+    let answer = send(part).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
+    assert_eq!(answer.header("upload-offset"), Some(data.len().to_string().as_str()));
+    let record = server.record(&path).await;
+    assert_eq!((record.state, record.lease.is_none()), (UploadState::Complete, true));
+    let sha256 = hex::encode(sha2::Sha256::digest(&data));
+    assert_eq!(record.sha256.as_deref(), Some(sha256.as_str()));
+    let video = server.video(&path).await.expect("video");
+    assert_eq!(video.status, VideoStatus::Ready, "a video further on stays there");
+    let source = video.source.expect("source recorded");
+    assert_eq!((source.size, source.sha256), (data.len() as u64, Some(sha256)));
 }
 
 #[tokio::test]
@@ -1324,6 +1488,27 @@ async fn a_direct_upload_completed_by_a_lost_try_is_finished_by_the_next() {
     assert_eq!(video.status, VideoStatus::Processing);
     let source = video.source.expect("source recorded");
     assert_eq!(source.size, data.len() as u64);
+    assert_eq!(source.sha256, Some(hex::encode(sha2::Sha256::digest(&data))));
+}
+
+#[tokio::test]
+async fn a_direct_completion_answered_with_an_error_that_landed_succeeds() {
+    let app = app().await;
+    let server = app.over_sources(LostAnswers::new(app.ports.sources.clone(), 1, 0));
+    let data = bytes_of(MIB as usize, 8);
+    let created = direct_create(&server, &server.alice, json!({"filename": "a.mp4", "size": data.len()})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["videoId"].as_str().expect("video id").to_owned();
+    let parts = created.body["parts"].as_array().expect("parts").clone();
+    let parts = put_parts(&server, &parts, [data.clone()]).await;
+
+    let answer = direct_complete(&server, &server.alice, &id, Value::from(parts)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let path = format!("/v1/uploads/{id}");
+    assert_eq!(server.record(&path).await.state, UploadState::Complete);
+    let video = server.video(&path).await.expect("video");
+    assert_eq!(video.status, VideoStatus::Processing);
+    let source = video.source.expect("source recorded");
     assert_eq!(source.sha256, Some(hex::encode(sha2::Sha256::digest(&data))));
 }
 

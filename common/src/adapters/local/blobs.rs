@@ -309,6 +309,10 @@ async fn meta_of(path: &Path, key: &str) -> Result<Option<ObjectMeta>, BlobError
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(err) => return Err(BlobError::backend(err)),
     };
+    if !metadata.is_file() {
+        // Only files are objects; anything else at an object's path is not one.
+        return Ok(None);
+    }
     let etag = tokio::fs::read_to_string(sidecar(path)).await.unwrap_or_default();
     Ok(Some(ObjectMeta {
         key: key.to_owned(),

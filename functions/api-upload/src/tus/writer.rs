@@ -144,11 +144,18 @@ pub(super) async fn receive(
                 writer.write_buffered(offset, body, checksum, append).await
             }
         };
-        match result {
-            Ok(()) => writer.commit().await,
-            Err(err) => {
+        let failed = match result {
+            Ok(()) => return writer.commit().await,
+            Err(err) => err,
+        };
+        match writer.landed_before().await {
+            Ok(true) => writer.commit().await,
+            landed => {
+                if let Err(err) = landed {
+                    tracing::warn!(video_id = %writer.saved.id, error = %err, "could not look for an upload's landed source");
+                }
                 release(&state, &writer.saved, writer.start_digest).await;
-                Err(err)
+                Err(failed)
             }
         }
     });
@@ -749,7 +756,6 @@ impl Writer<'_> {
             .hand_over(upload, upload.length, upload.sha256.clone())
             .await?;
         let key = upload.key();
-        let size = upload.length;
         let landed = match &upload.multipart_id {
             None => self
                 .sources()
@@ -767,9 +773,47 @@ impl Writer<'_> {
             self.state.take_back(&upload.id).await?;
             return Err(err);
         }
+        self.complete().await;
+        Ok(())
+    }
+
+    /// Finishes a request that failed because the upload's source had already landed: an earlier
+    /// request completed the multipart upload, but its answer from storage was an error (a timeout, say)
+    /// and no look found the object then, so it failed and the client sent the last bytes again. They
+    /// find the multipart upload gone. The source is the file: the upload is complete, and the answer
+    /// says so. False when no source of the upload's length is there.
+    async fn landed_before(&mut self) -> Result<bool, ApiError> {
+        let saved = &self.saved;
+        if saved.state != UploadState::Open || saved.multipart_id.is_none() {
+            return Ok(false);
+        }
+        match self.sources().head(&saved.key()).await.map_err(blob_error)? {
+            Some(object) if object.size == saved.length => {}
+            Some(object) => {
+                tracing::warn!(video_id = %saved.id, size = object.size, length = saved.length, "an open upload's source has another length");
+                return Ok(false);
+            }
+            None => return Ok(false),
+        }
+        tracing::info!(video_id = %saved.id, "the upload's source landed before; completing it");
+        let mut upload = saved.clone();
+        upload.offset = upload.length;
+        upload.tail = None;
+        upload.sha256 = None;
+        self.state.hand_over(&upload, upload.length, None).await?;
+        self.upload = upload;
+        self.kept = Some(Kept::Known(None));
+        self.complete().await;
+        Ok(true)
+    }
+
+    /// The source landed: the upload is complete. When its running digest was lost on the way (see
+    /// `digest`), the file is read back once for it.
+    async fn complete(&mut self) {
+        let key = self.upload.key();
+        let size = self.upload.length;
         if self.upload.sha256.is_none() {
-            // Its running digest was lost on the way (see `digest`): read the file back once. The upload
-            // is complete whatever happens here; only its digest would stay unknown.
+            // The upload is complete whatever happens here; only its digest would stay unknown.
             let recorded = match self.state.digest_of(&key).await {
                 Ok(sha256) => self
                     .state
@@ -788,7 +832,6 @@ impl Writer<'_> {
         metrics::counter!("streamgate_uploads_completed_total", "kind" => "tus").increment(1);
         tracing::info!(video_id = %self.upload.id, size, "upload complete");
         self.upload.state = UploadState::Complete;
-        Ok(())
     }
 
     /// Writes the new state and releases the lease; then removes the scratch objects it no longer needs.
