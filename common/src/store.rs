@@ -259,7 +259,8 @@ impl Cursor {
     }
 }
 
-/// One page of a query; `next` is set when more items may follow.
+/// One page of a query; `next` is set when more items may follow. A page is empty only when no item
+/// is left to read.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
     pub items: Vec<Item>,

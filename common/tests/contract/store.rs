@@ -342,4 +342,23 @@ async fn expiry(store: &dyn Store) {
         store.get(&pk, "s").await.expect("get").expect("live").attrs["v"],
         json!(2)
     );
+
+    // Expired items not yet deleted, more than a page holds, before a live one: the first page still
+    // finds the live one, not an empty page that readers would take for the end.
+    let pk = unique("expired-first");
+    for sk in ["a1", "a2", "a3", "a4", "a5"] {
+        let item = Item::new(&pk, sk).with("v", 0).expiring_at(now_unix() - 1);
+        store.put(item, None).await.expect("put expired");
+    }
+    store
+        .put(Item::new(&pk, "b").with("v", 1), None)
+        .await
+        .expect("put live");
+    let query = Query {
+        limit: Some(2),
+        ..Query::default()
+    };
+    let page = store.query(&pk, query).await.expect("query");
+    let found: Vec<&str> = page.items.iter().map(|item| item.sk.as_str()).collect();
+    assert_eq!(found, ["b"]);
 }

@@ -157,7 +157,7 @@ impl DynamoStore {
         {
             return Err(StoreError::InvalidCursor);
         }
-        let output = self
+        let request = self
             .client
             .query()
             .table_name(&self.table)
@@ -170,21 +170,32 @@ impl DynamoStore {
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .scan_index_forward(!query.descending)
-            .limit(i32::try_from(query.effective_limit()).unwrap_or(100))
-            .set_exclusive_start_key(query.cursor.as_ref().map(cursor_key))
-            .send()
-            .await
-            .map_err(backend)?;
-        let items = output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .map(from_attributes)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next = output
-            .last_evaluated_key
-            .and_then(|last| cursor_of(last, index.is_some()));
-        Ok(Page { items, next })
+            .limit(i32::try_from(query.effective_limit()).unwrap_or(100));
+        let mut start = query.cursor.as_ref().map(cursor_key);
+        loop {
+            let output = request
+                .clone()
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            let items = output
+                .items
+                .unwrap_or_default()
+                .into_iter()
+                .map(from_attributes)
+                .collect::<Result<Vec<_>, _>>()?;
+            // DynamoDB applies the limit before the filter: a page of expired items it has yet to delete
+            // comes back empty with more to read. Read on, so that an empty page means the end, as it
+            // does in the embedded store (and readers that stop at one stop at the end).
+            match output.last_evaluated_key {
+                Some(last) if items.is_empty() => start = Some(last),
+                last => {
+                    let next = last.and_then(|last| cursor_of(last, index.is_some()));
+                    return Ok(Page { items, next });
+                }
+            }
+        }
     }
 }
 
