@@ -1513,6 +1513,38 @@ async fn a_direct_completion_answered_with_an_error_that_landed_succeeds() {
 }
 
 #[tokio::test]
+async fn direct_part_urls_live_no_longer_than_the_upload_may() {
+    let app = app_with(&[
+        ("STREAMGATE_UPLOAD_MAX_AGE", "600"),
+        ("STREAMGATE_UPLOAD_URL_TTL", "7200"),
+    ])
+    .await;
+    let before = chrono::Utc::now().timestamp();
+    let created = direct_create(&app, &app.alice, json!({"filename": "a.mp4", "size": 6 * MIB})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let after = chrono::Utc::now().timestamp();
+    let expires = created.body["expiresAt"].as_str().expect("expiresAt");
+    let expires = chrono::DateTime::parse_from_rfc3339(expires)
+        .expect("a time")
+        .timestamp();
+    assert!((before + 600..=after + 600).contains(&expires), "{expires}");
+    for part in created.body["parts"].as_array().expect("parts") {
+        let url = url::Url::parse(part["url"].as_str().expect("url")).expect("a URL");
+        let signed_until: i64 = url
+            .query_pairs()
+            .find(|(name, _)| name == "expires")
+            .expect("an expiry")
+            .1
+            .parse()
+            .expect("seconds");
+        assert!(signed_until <= after + 600, "{url}");
+    }
+    let id = created.body["videoId"].as_str().expect("video id");
+    let record = app.record(&format!("/v1/uploads/{id}")).await;
+    assert!(record.expires_at <= record.created_at + chrono::Duration::seconds(600));
+}
+
+#[tokio::test]
 async fn direct_uploads_validate_and_abort() {
     let app = app_with(&[("STREAMGATE_MAX_UPLOAD_SIZE", "100000000")]).await;
     for (body, status, code) in [
