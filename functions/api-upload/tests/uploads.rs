@@ -230,12 +230,13 @@ impl App {
 }
 
 /// A bucket whose answers go missing: it carries out the next `lost` completions but answers each with
-/// an error, as a timeout or a reply lost on the way looks to its caller; and the next `blind` looks
-/// (`head`) fail.
+/// an error, as a timeout or a reply lost on the way looks to its caller; the next `blind` looks (`head`)
+/// fail, and so do the next `unreadable` reads.
 struct LostAnswers {
     inner: Arc<dyn Blobs>,
     lost: AtomicUsize,
     blind: AtomicUsize,
+    unreadable: AtomicUsize,
 }
 
 impl LostAnswers {
@@ -244,7 +245,14 @@ impl LostAnswers {
             inner,
             lost: AtomicUsize::new(lost),
             blind: AtomicUsize::new(blind),
+            unreadable: AtomicUsize::new(0),
         })
+    }
+
+    fn unreadable(inner: Arc<dyn Blobs>, reads: usize) -> Arc<Self> {
+        let answers = Self::new(inner, 0, 0);
+        answers.unreadable.store(reads, SeqCst);
+        answers
     }
 
     /// Counts one off `counter`: true while there were some left.
@@ -273,6 +281,9 @@ impl Blobs for LostAnswers {
         self.inner.get(key).await
     }
     async fn get_stream(&self, key: &str) -> Result<ByteChunks, BlobError> {
+        if Self::spend(&self.unreadable) {
+            return Err(BlobError::Backend("the read timed out".into()));
+        }
         self.inner.get_stream(key).await
     }
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BlobError> {
@@ -1509,6 +1520,31 @@ async fn a_direct_completion_answered_with_an_error_that_landed_succeeds() {
     let video = server.video(&path).await.expect("video");
     assert_eq!(video.status, VideoStatus::Processing);
     let source = video.source.expect("source recorded");
+    assert_eq!(source.sha256, Some(hex::encode(sha2::Sha256::digest(&data))));
+}
+
+#[tokio::test]
+async fn a_direct_completion_whose_digest_cannot_be_read_gives_its_lease_back() {
+    let app = app().await;
+    let server = app.over_sources(LostAnswers::unreadable(app.ports.sources.clone(), 1));
+    let data = bytes_of(MIB as usize, 5);
+    let created = direct_create(&server, &server.alice, json!({"filename": "a.mp4", "size": data.len()})).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let id = created.body["videoId"].as_str().expect("video id").to_owned();
+    let parts = created.body["parts"].as_array().expect("parts").clone();
+    let parts = Value::from(put_parts(&server, &parts, [data.clone()]).await);
+
+    let failed = direct_complete(&server, &server.alice, &id, parts.clone()).await;
+    assert!(failed.status.is_server_error(), "{:?}", failed.body);
+    let path = format!("/v1/uploads/{id}");
+    let record = server.record(&path).await;
+    assert_eq!((record.state, record.lease.is_none()), (UploadState::Open, true));
+
+    // Sent again at once, not after the lease's 15 minutes: the object is found and read.
+    let answer = direct_complete(&server, &server.alice, &id, parts).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(server.record(&path).await.state, UploadState::Complete);
+    let source = server.video(&path).await.expect("video").source.expect("source");
     assert_eq!(source.sha256, Some(hex::encode(sha2::Sha256::digest(&data))));
 }
 
