@@ -58,7 +58,7 @@ pub struct Accounts {
     store: Arc<dyn Store>,
 }
 
-fn wallet_pk(address: &Address) -> String {
+pub(super) fn wallet_pk(address: &Address) -> String {
     wallet_key(&address.to_checksum(None))
 }
 
@@ -69,6 +69,14 @@ fn wallet_key(checksummed: &str) -> String {
 
 fn account_pk(account: &AccountId) -> String {
     ["account#", account.0.as_str()].concat()
+}
+
+/// Whether the wallet link under `link_pk` (see [`wallet_pk`]) names `account`.
+pub(super) async fn linked_to(store: &dyn Store, link_pk: &str, account: &AccountId) -> Result<bool, StoreError> {
+    match store.get_shared(link_pk, "link").await? {
+        Some(item) => Ok(&item.record_shared::<WalletLink>()?.account == account),
+        None => Ok(false),
+    }
 }
 
 impl Accounts {
@@ -104,7 +112,12 @@ impl Accounts {
     /// The account of `address`, created with it as first wallet when it has none.
     pub async fn sign_in(&self, address: &Address) -> Result<AccountId, AccountError> {
         if let Some(account) = self.account_of(address).await? {
-            return Ok(account);
+            // Completes a link whose second write failed (see `link`); a wallet already listed costs
+            // one read.
+            return match self.link(&account, address).await {
+                Ok(()) | Err(AccountError::TooManyWallets) => Ok(account),
+                Err(other) => Err(other),
+            };
         }
         let account = AccountId::generate();
         match self.link(&account, address).await {
@@ -139,12 +152,12 @@ impl Accounts {
             .await
         {
             Ok(()) => {}
-            Err(StoreError::ConditionFailed) => {
-                return match self.account_of(address).await? {
-                    Some(owner) if &owner == account => Ok(()),
-                    _ => Err(AccountError::WalletTaken),
-                };
-            }
+            // Already this account's, but not on its list: a link whose second write failed. Writing
+            // the list entry again completes it.
+            Err(StoreError::ConditionFailed) => match self.account_of(address).await? {
+                Some(owner) if &owner == account => {}
+                _ => return Err(AccountError::WalletTaken),
+            },
             Err(other) => return Err(other.into()),
         }
         let listed = Item::from_record(account_pk(account), wallet_pk(address), &link)?;
@@ -188,9 +201,20 @@ impl Accounts {
         if self.wallets(account).await?.len() <= 1 {
             return Err(AccountError::LastWallet);
         }
+        let listed = self
+            .store
+            .get(&account_pk(account), &wallet_pk(address))
+            .await?
+            .ok_or(AccountError::NotLinked)?;
         self.store
             .delete(&account_pk(account), &wallet_pk(address), None)
             .await?;
+        // Unlinks made at the same moment each saw another wallet left: any that finds none left once
+        // it took its own off the list puts it back.
+        if self.wallets(account).await?.is_empty() {
+            self.store.put(listed, None).await?;
+            return Err(AccountError::LastWallet);
+        }
         let owned = Condition::Equals("account".into(), serde_json::Value::String(account.0.clone()));
         match self.store.delete(&wallet_pk(address), "link", Some(owned)).await {
             Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
@@ -271,6 +295,52 @@ mod tests {
         assert_eq!(accounts.wallets(&account).await.expect("wallets").len(), MAX_WALLETS);
         assert!(accounts.account_of(&wallet(MAX_WALLETS)).await.expect("read").is_none());
         accounts.sign_in(&wallet(MAX_WALLETS)).await.expect("a new account");
+    }
+
+    #[tokio::test]
+    async fn a_link_whose_listing_was_not_written_is_completed_at_sign_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let accounts = accounts_in(&dir);
+        let account = AccountId::generate();
+        // The first of a link's two writes, alone.
+        let link = WalletLink {
+            account: account.clone(),
+            address: wallet(0),
+            linked_at: Utc::now(),
+        };
+        let item = Item::from_record(wallet_pk(&wallet(0)), "link", &link).expect("item");
+        accounts.store.put(item, None).await.expect("put");
+        assert!(accounts.wallets(&account).await.expect("wallets").is_empty());
+
+        assert_eq!(accounts.sign_in(&wallet(0)).await.expect("sign in"), account);
+        assert_eq!(accounts.wallets(&account).await.expect("wallets"), [wallet(0)]);
+        // So is one linked again.
+        let second = Item::from_record(wallet_pk(&wallet(1)), "link", &link).expect("item");
+        accounts.store.put(second, None).await.expect("put");
+        accounts.link(&account, &wallet(1)).await.expect("link");
+        assert_eq!(accounts.wallets(&account).await.expect("wallets").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn unlinks_made_at_once_leave_a_wallet() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let accounts = accounts_in(&dir);
+        let account = accounts.sign_in(&wallet(0)).await.expect("sign in");
+        accounts.link(&account, &wallet(1)).await.expect("link");
+        let (first, second) = futures::future::join(
+            accounts.unlink(&account, &wallet(0)),
+            accounts.unlink(&account, &wallet(1)),
+        )
+        .await;
+        assert!(first.is_err() || second.is_err(), "{first:?} {second:?}");
+        let left = accounts.wallets(&account).await.expect("wallets");
+        assert!(!left.is_empty());
+        for address in left {
+            assert_eq!(
+                accounts.account_of(&address).await.expect("read"),
+                Some(account.clone())
+            );
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! Session tokens: PASETO v4.public (Ed25519) naming the account, the wallet that signed in and the
 //! account's wallets, short-lived, refused after logout (a revocation item in `Store` that lives as long
-//! as the token). Keys are PASERK strings (`k4.secret.…`); tokens signed with the previous key are still
+//! as the token) and once the wallet that signed in is unlinked. Keys are PASERK strings (`k4.secret.…`); tokens signed with the previous key are still
 //! accepted, so keys rotate without signing everyone out.
 
 use std::path::Path;
@@ -127,11 +127,13 @@ impl quick_cache::Weighter<Box<str>, Verified> for TokenLength {
     }
 }
 
-/// A session whose token's signature held, with the key of its revocation item.
+/// A session whose token's signature held, with the keys of its revocation item and of its wallet's
+/// link.
 #[derive(Clone)]
 struct Verified {
     session: Arc<Session>,
     revoked_pk: Arc<str>,
+    link_pk: Arc<str>,
     /// The session's expiry in Unix milliseconds, compared with the clock without a calendar.
     expires_ms: i64,
 }
@@ -188,7 +190,8 @@ impl Sessions {
         Ok((token, expires_at))
     }
 
-    /// Checks a token's signature (current or previous key), expiry and revocation.
+    /// Checks a token's signature (current or previous key), expiry and revocation, and that the wallet
+    /// that signed in is still the account's.
     pub async fn verify(&self, token: &str) -> Result<Arc<Session>, SessionError> {
         if token.len() > 4096 {
             return Err(SessionError::Invalid);
@@ -199,6 +202,7 @@ impl Sessions {
                 let session = self.check_signature(token)?;
                 let verified = Verified {
                     revoked_pk: revoked_pk(&session.id).into(),
+                    link_pk: super::accounts::wallet_pk(&session.address).into(),
                     expires_ms: session.expires_at.timestamp_millis(),
                     session: Arc::new(session),
                 };
@@ -206,7 +210,16 @@ impl Sessions {
                 verified
             }
         };
-        if self.store.get_shared(&verified.revoked_pk, "revoked").await?.is_some() {
+        let (revoked, linked) = futures::future::join(
+            self.store.get_shared(&verified.revoked_pk, "revoked"),
+            super::accounts::linked_to(self.store.as_ref(), &verified.link_pk, &verified.session.account),
+        )
+        .await;
+        if revoked?.is_some() {
+            return Err(SessionError::Revoked);
+        }
+        // Unlinking the wallet that signed in ends its sessions: they no longer speak for the account.
+        if !linked? {
             return Err(SessionError::Revoked);
         }
         Ok(verified.session)
@@ -280,6 +293,14 @@ mod tests {
         "0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A".parse().expect("address")
     }
 
+    /// The account that `address()` signs in to.
+    async fn account_in(store: &Arc<dyn Store>) -> AccountId {
+        super::super::accounts::Accounts::new(store.clone())
+            .sign_in(&address())
+            .await
+            .expect("sign in")
+    }
+
     #[tokio::test]
     async fn keys_rotate_without_signing_everyone_out() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -288,14 +309,15 @@ mod tests {
             SessionKeys::generate_paserk().expect("key"),
             SessionKeys::generate_paserk().expect("key"),
         );
+        let store = store(&dir);
         let sessions = |current: &str, previous: Option<&str>| {
             Sessions::new(
                 SessionKeys::from_paserk(current, previous).expect("keys"),
-                store(&dir),
+                store.clone(),
                 Duration::hours(1),
             )
         };
-        let account = AccountId::generate();
+        let account = account_in(&store).await;
         let (token, _) = sessions(&old, None)
             .issue(&account, &address(), &[address()])
             .expect("issue");
@@ -320,9 +342,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = SessionKeys::generate_paserk().expect("key");
         let keys = SessionKeys::from_paserk(&key, None).expect("keys");
-        let sessions = Sessions::new(keys.clone(), store(&dir), Duration::hours(1));
-        let (token, _) = sessions.issue(&AccountId::generate(), &address(), &[]).expect("issue");
+        let store = store(&dir);
+        let account = account_in(&store).await;
+        let sessions = Sessions::new(keys.clone(), store.clone(), Duration::hours(1));
+        let (token, _) = sessions.issue(&account, &address(), &[]).expect("issue");
         let session = sessions.verify(&token).await.expect("valid");
+
+        // A token naming another account than the wallet's.
+        let (stranger, _) = sessions.issue(&AccountId::generate(), &address(), &[]).expect("issue");
+        assert!(matches!(sessions.verify(&stranger).await, Err(SessionError::Revoked)));
 
         let mut altered = token.clone().into_bytes();
         let last = altered.len() - 5;
@@ -333,8 +361,8 @@ mod tests {
         sessions.revoke(&session).await.expect("revoke");
         assert!(matches!(sessions.verify(&token).await, Err(SessionError::Revoked)));
 
-        let short = Sessions::new(keys, store(&dir), Duration::seconds(1));
-        let (token, _) = short.issue(&AccountId::generate(), &address(), &[]).expect("issue");
+        let short = Sessions::new(keys, store, Duration::seconds(1));
+        let (token, _) = short.issue(&account, &address(), &[]).expect("issue");
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
         assert!(matches!(short.verify(&token).await, Err(SessionError::Invalid)));
     }

@@ -371,6 +371,12 @@ async fn links_lists_and_unlinks_wallets() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, body) = call(&app, "GET", "/v1/wallets", Some(&token), None).await;
     assert_eq!(body["wallets"], json!([first.address.to_checksum(None)]));
+    // The unlinked wallet's session no longer speaks for the account.
+    let (status, body) = call(&app, "GET", "/v1/wallets", Some(&second_token), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("session_revoked"))
+    );
     let last = format!("/v1/wallets/{}", first.address.to_checksum(None));
     let (status, body) = call(&app, "DELETE", &last, Some(&token), None).await;
     assert_eq!(

@@ -16,7 +16,7 @@ use common::adapters::local::blob_routes;
 use common::blobs::{BlobError, Blobs, ByteChunks, CompletedPart, ObjectMeta, SignedUrl};
 use common::catalog::{VideoStatus, Videos};
 use common::config::{Config, MIB};
-use common::identity::accounts::AccountId;
+use common::identity::accounts::Accounts;
 use common::identity::sessions::{SessionKeys, Sessions};
 use common::ids::VideoId;
 use common::platform::{LocalParts, Ports};
@@ -49,18 +49,18 @@ async fn app_with(vars: &[(&str, &str)]) -> App {
         ports.store.clone(),
         chrono::Duration::hours(1),
     );
-    let token = |seed: u8| {
+    let accounts = Accounts::new(ports.store.clone());
+    let token = async |seed: u8| {
         let address = Address::repeat_byte(seed);
-        let (token, _) = sessions
-            .issue(&AccountId::generate(), &address, &[address])
-            .expect("token");
+        let account = accounts.sign_in(&address).await.expect("sign in");
+        let (token, _) = sessions.issue(&account, &address, &[address]).expect("token");
         token
     };
     App {
         router,
         config,
-        alice: token(0xa1),
-        bob: token(0xb0),
+        alice: token(0xa1).await,
+        bob: token(0xb0).await,
         ports,
         local,
         _dir: dir,
