@@ -239,14 +239,30 @@ pub async fn probe(input: &str, timeout: Duration) -> Result<Probe, ProbeError> 
     };
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
-        // An HTTP failure is ours (storage, the signed URL), not the file's.
-        if stderr.contains("HTTP error") || stderr.contains("Connection refused") || stderr.contains("Server returned")
-        {
+        if transport_failure(&stderr) {
             return Err(ProbeError::Tool(first_line(&stderr)));
         }
         return Err(classify_failure(&stderr).into());
     }
     parse(&output.stdout).map_err(ProbeError::Tool)
+}
+
+/// Whether ffmpeg's complaint is about reaching the input (storage, the network, the signed URL), not
+/// about the file: worth another try, never the file's fault.
+fn transport_failure(stderr: &str) -> bool {
+    const SIGNS: [&str; 9] = [
+        "http error",
+        "server returned",
+        "connection refused",
+        "connection reset",
+        "connection timed out",
+        "timed out",
+        "failed to resolve hostname",
+        "network is unreachable",
+        "broken pipe",
+    ];
+    let lower = stderr.to_ascii_lowercase();
+    SIGNS.iter().any(|sign| lower.contains(sign))
 }
 
 fn first_line(text: &str) -> String {
@@ -259,8 +275,11 @@ pub async fn decodes_to_the_end(input: &str, duration: f64, timeout: Duration) -
     let start = (duration - 1.0).max(0.0);
     let mut command = tokio::process::Command::new(ffmpeg_sidecar::paths::ffmpeg_path());
     command
-        .args(["-v", "error", "-xerror", "-ss", &format!("{start:.3}"), "-i", input])
-        .args(["-map", "0:v:0", "-f", "null", "-"])
+        .args(["-v", "error", "-xerror", "-rw_timeout", NETWORK_TIMEOUT_US])
+        .args(["-ss", &format!("{start:.3}"), "-i", input])
+        // Two seconds from a second before the stated end: a file that goes on far past it (a false
+        // duration) is not decoded to its real end.
+        .args(["-t", "2", "-map", "0:v:0", "-f", "null", "-"])
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     let output = match tokio::time::timeout(timeout, command.output()).await {
@@ -268,45 +287,75 @@ pub async fn decodes_to_the_end(input: &str, duration: f64, timeout: Duration) -
         Ok(Err(err)) => return Err(ProbeError::Tool(format!("cannot run ffmpeg: {err}"))),
         Err(_) => return Err(ProbeError::Tool(format!("no answer within {} s", timeout.as_secs()))),
     };
-    Ok(output.status.success() && output.stderr.is_empty())
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if transport_failure(&stderr) {
+        return Err(ProbeError::Tool(first_line(&stderr)));
+    }
+    Ok(output.status.success() && stderr.is_empty())
 }
 
-/// Runs ffmpeg (through ffmpeg-sidecar) with `args` on a blocking thread; the error carries the last
-/// messages ffmpeg logged as errors.
+/// The longest one ffmpeg run may take: a job's whole time on Lambda. A run past it (an input that
+/// stalls, a hostile file) is stopped, and its job fails to be tried again.
+pub const FFMPEG_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How long ffmpeg waits on one network read or write of its input (`-rw_timeout`, microseconds).
+const NETWORK_TIMEOUT_US: &str = "30000000";
+
+/// Runs ffmpeg with `args` for at most [`FFMPEG_TIMEOUT`]; the error carries the last messages ffmpeg
+/// logged as errors.
 pub async fn run_ffmpeg(args: Vec<String>) -> Result<(), String> {
-    tokio::task::spawn_blocking(move || {
-        let mut child = ffmpeg_sidecar::command::FfmpegCommand::new()
-            .args(["-hide_banner", "-nostdin", "-y", "-loglevel", "error"])
-            .args(&args)
-            .spawn()
-            .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
-        let mut errors: Vec<String> = Vec::new();
-        if let Ok(events) = child.iter() {
-            for event in events {
-                match event {
-                    ffmpeg_sidecar::event::FfmpegEvent::Log(
-                        ffmpeg_sidecar::event::LogLevel::Error | ffmpeg_sidecar::event::LogLevel::Fatal,
-                        line,
-                    )
-                    | ffmpeg_sidecar::event::FfmpegEvent::Error(line) => {
-                        if errors.len() == 5 {
-                            errors.remove(0);
-                        }
-                        errors.push(line);
-                    }
-                    _ => {}
+    run_ffmpeg_within(args, FFMPEG_TIMEOUT).await
+}
+
+/// Runs ffmpeg with `args` for at most `timeout`. ffmpeg is killed when the run takes longer, and when
+/// the future is dropped (a request timeout): it never runs on unseen, writing into a directory being
+/// removed. Network inputs (`-i http…`) give up on a read that stalls.
+pub async fn run_ffmpeg_within(args: Vec<String>, timeout: Duration) -> Result<(), String> {
+    use tokio::io::AsyncBufReadExt;
+
+    let mut command = tokio::process::Command::new(ffmpeg_sidecar::paths::ffmpeg_path());
+    command
+        .args(["-hide_banner", "-nostdin", "-nostats", "-y", "-loglevel", "error"])
+        .args(with_network_timeouts(args))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+    let stderr = child.stderr.take();
+    let run = async {
+        let mut errors = std::collections::VecDeque::with_capacity(5);
+        if let Some(stderr) = stderr {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if errors.len() == 5 {
+                    errors.pop_front();
                 }
+                errors.push_back(line.chars().take(500).collect::<String>());
             }
         }
-        let status = child.wait().map_err(|e| format!("ffmpeg did not finish: {e}"))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("ffmpeg failed ({status}): {}", errors.join(" / ")))
+        (child.wait().await, errors)
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok((Ok(status), _)) if status.success() => Ok(()),
+        Ok((Ok(status), errors)) => Err(format!("ffmpeg failed ({status}): {}", Vec::from(errors).join(" / "))),
+        Ok((Err(err), _)) => Err(format!("ffmpeg did not finish: {err}")),
+        // `child` is dropped on return, which kills ffmpeg.
+        Err(_) => Err(format!("ffmpeg did not finish within {} s; stopped", timeout.as_secs())),
+    }
+}
+
+/// `args` with `-rw_timeout` before each network input.
+fn with_network_timeouts(args: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(args.len() + 4);
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        if arg == "-i" && args.peek().is_some_and(|input| input.starts_with("http")) {
+            out.extend(["-rw_timeout".to_owned(), NETWORK_TIMEOUT_US.to_owned()]);
         }
-    })
-    .await
-    .map_err(|e| format!("the ffmpeg task failed: {e}"))?
+        out.push(arg);
+    }
+    out
 }
 
 /// Decides whether a probed source can become a good stream.
@@ -463,5 +512,104 @@ mod tests {
             classify_failure("x.mp4: Invalid data found when processing input").code,
             "unsupported_media"
         );
+    }
+
+    #[test]
+    fn failures_to_reach_the_input_are_not_the_file_s() {
+        for stderr in [
+            "[tcp @ 0x55] Connection to tcp://127.0.0.1:9 failed: Connection refused",
+            "http://h/x: Server returned 503 Service Unavailable",
+            "[tls @ 0x1] Error in the pull function. Connection reset by peer",
+            "[tcp @ 0x2] Connection to tcp://10.0.0.1:443 failed: Connection timed out",
+            "[tcp @ 0x3] Failed to resolve hostname storage: Temporary failure in name resolution",
+        ] {
+            assert!(transport_failure(stderr), "{stderr}");
+        }
+        for stderr in [
+            "x.mp4: moov atom not found",
+            "[h264 @ 0x4] error while decoding MB 10 20, bytestream -5",
+            "",
+        ] {
+            assert!(!transport_failure(stderr), "{stderr}");
+        }
+    }
+
+    #[test]
+    fn network_inputs_get_a_read_timeout() {
+        let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            with_network_timeouts(args(&["-ss", "4", "-i", "https://s/x?sig=1", "-t", "2", "out.mp4"])),
+            args(&[
+                "-ss",
+                "4",
+                "-rw_timeout",
+                NETWORK_TIMEOUT_US,
+                "-i",
+                "https://s/x?sig=1",
+                "-t",
+                "2",
+                "out.mp4"
+            ])
+        );
+        let local = args(&["-i", "/tmp/x.mp4", "-f", "null", "-"]);
+        assert_eq!(with_network_timeouts(local.clone()), local);
+    }
+
+    /// The processes whose command line holds `marker`.
+    fn running_with(marker: &str) -> usize {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| {
+                std::fs::read(entry.path().join("cmdline"))
+                    .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(marker))
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn ffmpeg_past_its_time_is_stopped_and_killed() {
+        let marker = format!("streamgate-test-{}", uuid::Uuid::new_v4().simple());
+        // Silence made at real speed, without end.
+        let args = [
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "anullsrc=r=8000",
+            "-metadata",
+            &format!("comment={marker}"),
+        ]
+        .into_iter()
+        .chain(["-f", "null", "-"])
+        .map(str::to_owned)
+        .collect();
+        let started = std::time::Instant::now();
+        let run = run_ffmpeg_within(args, Duration::from_secs(1)).await;
+        let err = run.expect_err("stopped");
+        assert!(err.contains("did not finish within 1 s"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        // Killed, not left running: wait for the kill to land.
+        let mut left = running_with(&marker);
+        for _ in 0..50 {
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            left = running_with(&marker);
+        }
+        assert_eq!(left, 0, "ffmpeg still runs");
+    }
+
+    #[tokio::test]
+    async fn ffmpeg_s_errors_are_reported() {
+        let args = ["-i", "/nonexistent/streamgate.mp4", "-f", "null", "-"]
+            .map(str::to_owned)
+            .to_vec();
+        let err = run_ffmpeg_within(args, Duration::from_secs(60))
+            .await
+            .expect_err("no such input");
+        assert!(err.contains("No such file or directory"), "{err}");
     }
 }

@@ -158,7 +158,25 @@ impl Handler {
         let every = (plan.duration / MAX_THUMBNAILS).max(THUMBNAIL_SECONDS);
         let thumbs = dir.path().join("thumb-%03d.jpg");
         let filter = format!("fps=1/{every:.3},scale=320:-2");
-        ffmpeg_into(&["-i", &source, "-vf", &filter, "-q:v", "5"], &thumbs).await?;
+        // Only key frames are decoded (each thumbnail is the key frame nearest its time), and no further
+        // than the plan's duration: hours of 4K would otherwise be decoded whole, past a job's time.
+        let duration = format!("{:.3}", plan.duration);
+        ffmpeg_into(
+            &[
+                "-skip_frame",
+                "nokey",
+                "-i",
+                &source,
+                "-t",
+                &duration,
+                "-vf",
+                &filter,
+                "-q:v",
+                "5",
+            ],
+            &thumbs,
+        )
+        .await?;
         let prefix = media_prefix(&plan.video_id);
         for entry in std::fs::read_dir(dir.path()).map_err(EventError::retryable)? {
             let path = entry.map_err(EventError::retryable)?.path();

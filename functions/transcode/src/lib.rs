@@ -263,6 +263,10 @@ pub fn audio_args(plan: &Plan, source: &str, dir: &Path) -> Vec<String> {
         [
             "-ar",
             "48000",
+            // No further than the plan's duration, which the chunks' pictures stop at too: a file whose
+            // header states less than it holds is not encoded past it.
+            "-t",
+            &format!("{:.3}", plan.duration),
             "-f",
             "hls",
             "-hls_time",

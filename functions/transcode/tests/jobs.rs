@@ -7,7 +7,7 @@ use std::process::Command;
 use common::catalog::Videos;
 use common::pipeline::{Jobs, Plan};
 use common::platform::Ports;
-use streamgate_testing::{planned_video, served_ports, transcode_job};
+use streamgate_testing::{planned_video, planned_video_stated, served_ports, transcode_job};
 
 struct Setup {
     handler: transcode::Handler,
@@ -123,6 +123,26 @@ async fn chunks_join_into_one_stream_and_finalize_is_sent_once() {
 /// A delivery that stopped between marking its job done and counting it (a crash, a timeout): the
 /// count misses that job, yet the last job completes the set, and the stopped delivery, made again, does
 /// not send `finalize` twice.
+#[tokio::test]
+async fn the_sound_stops_at_the_planned_duration() {
+    let setup = setup().await;
+    // Ten seconds of sound in a file whose header says four.
+    let dir = setup.dir.path().join("stated");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let plan = planned_video_stated(&setup.ports, &dir, 10, 4, 4).await;
+    assert_eq!(plan.jobs, ["video-0", "audio"]);
+    setup.run(&plan, "audio").await;
+    let playlist = setup
+        .object(&format!("videos/{}/audio/chunk-00000.m3u8", plan.video_id))
+        .await;
+    let seconds: f64 = String::from_utf8_lossy(&playlist)
+        .lines()
+        .filter_map(|line| line.strip_prefix("#EXTINF:"))
+        .filter_map(|rest| rest.trim_end_matches(',').parse::<f64>().ok())
+        .sum();
+    assert!((3.9..4.1).contains(&seconds), "{seconds} s of sound");
+}
+
 #[tokio::test]
 async fn a_job_marked_done_but_never_counted_still_completes_the_set() {
     let setup = setup().await;
