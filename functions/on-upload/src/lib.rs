@@ -81,6 +81,31 @@ impl Handler {
         Ok(())
     }
 
+    /// Records a plan's picture and duration on its video, and moves a video still `uploading` to
+    /// `processing`. A video further on (processing under way, ready, failed) keeps its status.
+    async fn record(&self, plan: &Plan) -> Result<(), EventError> {
+        self.videos
+            .update(&plan.video_id, |video| {
+                let known = video.duration_seconds == Some(plan.duration)
+                    && video.width == Some(plan.width)
+                    && video.height == Some(plan.height);
+                if known && video.status != VideoStatus::Uploading {
+                    return false;
+                }
+                if video.status == VideoStatus::Uploading {
+                    video.status = VideoStatus::Processing;
+                    video.progress = 0;
+                }
+                video.duration_seconds = Some(plan.duration);
+                video.width = Some(plan.width);
+                video.height = Some(plan.height);
+                true
+            })
+            .await
+            .map_err(EventError::retryable)?;
+        Ok(())
+    }
+
     /// Sends the jobs not done yet: all of a new plan, or what a redelivered event finds pending.
     async fn send_jobs(&self, plan: &Plan) -> Result<(), EventError> {
         let records = self.jobs.records(&plan.video_id).await.map_err(EventError::retryable)?;
@@ -105,6 +130,8 @@ impl Handler {
         let id = video.id.clone();
         if let Some(plan) = self.jobs.plan(&id).await.map_err(EventError::retryable)? {
             tracing::info!(video_id = %id, "already planned; sending the jobs not done");
+            // A delivery that stopped between planning and recording the plan on the video.
+            self.record(&plan).await?;
             return self.send_jobs(&plan).await;
         }
         if matches!(video.status, VideoStatus::Ready | VideoStatus::Failed) {
@@ -173,18 +200,13 @@ impl Handler {
             renditions,
             created_at: Utc::now(),
         };
-        self.jobs.create(&plan).await.map_err(EventError::retryable)?;
-        self.videos
-            .update(&id, |video| {
-                video.status = VideoStatus::Processing;
-                video.progress = 0;
-                video.duration_seconds = Some(accepted.duration);
-                video.width = Some(accepted.width);
-                video.height = Some(accepted.height);
-                true
-            })
-            .await
-            .map_err(EventError::retryable)?;
+        if !self.jobs.create(&plan).await.map_err(EventError::retryable)? {
+            // Another delivery of the event planned it meanwhile (its probe was faster): its plan stands,
+            // and the video may be further on already.
+            tracing::info!(video_id = %id, "planned meanwhile by another delivery");
+            return Ok(());
+        }
+        self.record(&plan).await?;
         tracing::info!(
             video_id = %id,
             duration = accepted.duration,

@@ -104,6 +104,43 @@ async fn a_good_source_is_planned_and_its_jobs_queued() {
 }
 
 #[tokio::test]
+async fn a_redelivered_event_records_the_plan_and_never_moves_a_video_back() {
+    let setup = setup(&[("STREAMGATE_CHUNK_SECONDS", "4")]).await;
+    let bytes = clip(setup.dir.path(), "640x360", 30, 6, &[]);
+    let video = setup.upload(bytes).await;
+    assert_eq!(video.status, VideoStatus::Processing, "{:?}", video.error);
+    let videos = Videos::new(setup.ports.store.clone());
+    let set = |status: VideoStatus, planned: bool| {
+        let videos = videos.clone();
+        let id = video.id.clone();
+        async move {
+            videos
+                .update(&id, |video| {
+                    video.status = status;
+                    if !planned {
+                        (video.duration_seconds, video.width, video.height) = (None, None, None);
+                    }
+                    true
+                })
+                .await
+                .expect("store")
+                .expect("video");
+        }
+    };
+
+    // The first delivery stopped after planning, before the video learnt of the plan.
+    set(VideoStatus::Uploading, false).await;
+    let again = setup.deliver(&video.id).await;
+    assert_eq!(again.status, VideoStatus::Processing);
+    assert_eq!((again.width, again.height), (Some(640), Some(360)));
+    assert!(again.duration_seconds.is_some());
+
+    // Once the video is ready, a late copy of the event leaves it so.
+    set(VideoStatus::Ready, true).await;
+    assert_eq!(setup.deliver(&video.id).await.status, VideoStatus::Ready);
+}
+
+#[tokio::test]
 async fn broken_sources_fail_with_their_code() {
     let setup = setup(&[]).await;
     let dir = setup.dir.path();
