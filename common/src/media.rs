@@ -227,6 +227,8 @@ pub async fn probe(input: &str, timeout: Duration) -> Result<Probe, ProbeError> 
             "json",
             "-show_format",
             "-show_streams",
+            "-format_whitelist",
+            SOURCE_FORMATS,
             "-i",
             input,
         ])
@@ -276,6 +278,7 @@ pub async fn decodes_to_the_end(input: &str, duration: f64, timeout: Duration) -
     let mut command = tokio::process::Command::new(ffmpeg_sidecar::paths::ffmpeg_path());
     command
         .args(["-v", "error", "-xerror", "-rw_timeout", NETWORK_TIMEOUT_US])
+        .args(["-format_whitelist", SOURCE_FORMATS])
         .args(["-ss", &format!("{start:.3}"), "-i", input])
         // Two seconds from a second before the stated end: a file that goes on far past it (a false
         // duration) is not decoded to its real end.
@@ -300,6 +303,13 @@ pub const FFMPEG_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// How long ffmpeg waits on one network read or write of its input (`-rw_timeout`, microseconds).
 const NETWORK_TIMEOUT_US: &str = "30000000";
+
+/// The containers a source may be in (ffmpeg's demuxer names, `-format_whitelist`). Playlists and lists
+/// of files (HLS, DASH, concat) are not among them: read as a source, they would make ffmpeg fetch
+/// media from wherever they point, other hosts included, and what it read could change between the
+/// probe and the transcode.
+pub const SOURCE_FORMATS: &str =
+    "mov,mp4,matroska,webm,avi,mpegts,flv,ogg,mpeg,mpegvideo,asf,mxf,dv,m4v,h264,hevc,ivf,nut,mp3,wav,flac,aac";
 
 /// Runs ffmpeg with `args` for at most [`FFMPEG_TIMEOUT`]; the error carries the last messages ffmpeg
 /// logged as errors.
@@ -345,13 +355,15 @@ pub async fn run_ffmpeg_within(args: Vec<String>, timeout: Duration) -> Result<(
     }
 }
 
-/// `args` with `-rw_timeout` before each network input.
+/// `args` with a read timeout and the source containers ([`SOURCE_FORMATS`]) before each network
+/// input: sources are read through signed URLs.
 fn with_network_timeouts(args: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len() + 4);
     let mut args = args.into_iter().peekable();
     while let Some(arg) = args.next() {
         if arg == "-i" && args.peek().is_some_and(|input| input.starts_with("http")) {
-            out.extend(["-rw_timeout".to_owned(), NETWORK_TIMEOUT_US.to_owned()]);
+            let options = ["-rw_timeout", NETWORK_TIMEOUT_US, "-format_whitelist", SOURCE_FORMATS];
+            out.extend(options.map(str::to_owned));
         }
         out.push(arg);
     }
@@ -544,6 +556,8 @@ mod tests {
                 "4",
                 "-rw_timeout",
                 NETWORK_TIMEOUT_US,
+                "-format_whitelist",
+                SOURCE_FORMATS,
                 "-i",
                 "https://s/x?sig=1",
                 "-t",
@@ -553,6 +567,45 @@ mod tests {
         );
         let local = args(&["-i", "/tmp/x.mp4", "-f", "null", "-"]);
         assert_eq!(with_network_timeouts(local.clone()), local);
+    }
+
+    #[tokio::test]
+    async fn a_playlist_is_refused_without_fetching_what_it_names() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // A source stored as an HLS playlist with its media type (S3 serves what the upload declared),
+        // naming a segment on another server.
+        let fetched = Arc::new(AtomicUsize::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let playlist = format!("#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:4,\n{base}/inside.ts\n#EXT-X-ENDLIST\n");
+        let counter = fetched.clone();
+        let app = axum::Router::new()
+            .route(
+                "/source",
+                axum::routing::get(
+                    move || async move { ([("content-type", "application/vnd.apple.mpegurl")], playlist) },
+                ),
+            )
+            .route(
+                "/inside.ts",
+                axum::routing::get(move || async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    axum::http::StatusCode::NOT_FOUND
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let probed = probe(&format!("{base}/source"), Duration::from_secs(30)).await;
+        match probed {
+            Err(ProbeError::Refused(refusal)) => assert_eq!(refusal.code, "unsupported_media"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            fetched.load(Ordering::SeqCst),
+            0,
+            "ffprobe fetched what the playlist names"
+        );
     }
 
     /// The processes whose command line holds `marker`.
