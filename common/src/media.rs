@@ -268,7 +268,26 @@ fn transport_failure(stderr: &str) -> bool {
 }
 
 fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().chars().take(200).collect()
+    without_queries(text.lines().next().unwrap_or_default())
+        .chars()
+        .take(200)
+        .collect()
+}
+
+/// `text` with the query of every URL in it left out: ffmpeg names its input in its complaints, and the
+/// query of a signed URL is its signature, which must reach neither logs nor a video's error.
+fn without_queries(text: &str) -> String {
+    text.split_inclusive(char::is_whitespace)
+        .map(|word| match (word.find("://"), word.find('?')) {
+            (Some(scheme), Some(query)) if scheme < query => {
+                let rest = &word[query..];
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                let colon = if rest[..end].ends_with(':') { ":" } else { "" };
+                format!("{}?…{colon}{}", &word[..query], &rest[end..])
+            }
+            _ => word.to_owned(),
+        })
+        .collect()
 }
 
 /// Whether ffmpeg decodes the last moments of `input`: a file cut short whose index came first probes
@@ -297,9 +316,10 @@ pub async fn decodes_to_the_end(input: &str, duration: f64, timeout: Duration) -
     Ok(output.status.success() && stderr.is_empty())
 }
 
-/// The longest one ffmpeg run may take: a job's whole time on Lambda. A run past it (an input that
-/// stalls, a hostile file) is stopped, and its job fails to be tried again.
-pub const FFMPEG_TIMEOUT: Duration = Duration::from_secs(900);
+/// The longest one ffmpeg run may take: a minute less than a job's whole time on Lambda (900 s), so that
+/// a run stopped for taking too long (an input that stalls, a hostile file) still fails its job in
+/// order: tried again, and on the last delivery the video fails.
+pub const FFMPEG_TIMEOUT: Duration = Duration::from_secs(840);
 
 /// How long ffmpeg waits on one network read or write of its input (`-rw_timeout`, microseconds).
 const NETWORK_TIMEOUT_US: &str = "30000000";
@@ -341,7 +361,7 @@ pub async fn run_ffmpeg_within(args: Vec<String>, timeout: Duration) -> Result<(
                 if errors.len() == 5 {
                     errors.pop_front();
                 }
-                errors.push_back(line.chars().take(500).collect::<String>());
+                errors.push_back(without_queries(&line).chars().take(500).collect::<String>());
             }
         }
         (child.wait().await, errors)
@@ -544,6 +564,21 @@ mod tests {
         ] {
             assert!(!transport_failure(stderr), "{stderr}");
         }
+    }
+
+    #[test]
+    fn signatures_are_left_out_of_complaints() {
+        let line =
+            "https://s.example/blobs/sources/v1?expires=1700000000&signature=c2VjcmV0: Server returned 403 Forbidden";
+        assert_eq!(
+            without_queries(line),
+            "https://s.example/blobs/sources/v1?…: Server returned 403 Forbidden"
+        );
+        let two = "from http://a/x?sig=1 and http://b/y?sig=2\tend";
+        assert_eq!(without_queries(two), "from http://a/x?… and http://b/y?…\tend");
+        let plain = "[h264 @ 0x1] error while decoding MB 10 20? yes";
+        assert_eq!(without_queries(plain), plain);
+        assert!(!first_line(line).contains("signature"));
     }
 
     #[test]

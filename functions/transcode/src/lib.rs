@@ -316,28 +316,39 @@ impl EventHandler for Handler {
                 job.job
             )));
         }
+        let result = self.run(&plan, &job.job).await;
+        if let Err(err) = &result {
+            tracing::warn!(video_id = %id, job = %job.job, attempt = message.receive_count, error = %err, "job failed");
+            if matches!(err, EventError::Malformed(_)) || message.receive_count >= self.max_attempts {
+                // This delivery is the last: the message goes to the dead-letter queue, the video fails.
+                self.fail(&id, format!("job {} failed: {err}", job.job)).await?;
+            }
+        }
+        result
+    }
+}
+
+impl Handler {
+    /// Encodes job `job` of `plan`, stores what it wrote and counts it done.
+    async fn run(&self, plan: &Plan, job: &str) -> Result<(), EventError> {
+        let id = &plan.video_id;
         let dir = tempfile::tempdir().map_err(EventError::retryable)?;
         let started = std::time::Instant::now();
-        if let Err(why) = self.encode(&plan, &job.job, dir.path()).await {
-            tracing::warn!(video_id = %id, job = %job.job, attempt = message.receive_count, error = %why, "encoding failed");
-            if message.receive_count >= self.max_attempts {
-                // This delivery is the last: the message goes to the dead-letter queue, the video fails.
-                self.fail(&id, format!("encoding {} failed: {why}", job.job)).await?;
-            }
-            return Err(EventError::retryable(why));
-        }
-        let files = self.store(&id, dir.path()).await?;
+        self.encode(plan, job, dir.path())
+            .await
+            .map_err(|why| EventError::retryable(format!("encoding failed: {why}")))?;
+        let files = self.store(id, dir.path()).await?;
         // Deleted while this job ran: what it wrote would outlive the video.
-        if live_video(&self.videos, &id).await?.is_none() {
+        if live_video(&self.videos, id).await?.is_none() {
             for key in &files {
                 self.media.delete(key).await.map_err(EventError::retryable)?;
             }
             return Ok(());
         }
         let files = files.len();
-        metrics::histogram!("streamgate_transcode_seconds", "job" => if job.job == "audio" { "audio" } else { "video" })
+        metrics::histogram!("streamgate_transcode_seconds", "job" => if job == "audio" { "audio" } else { "video" })
             .record(started.elapsed().as_secs_f64());
-        tracing::info!(video_id = %id, job = %job.job, files, seconds = started.elapsed().as_secs_f64(), "job encoded");
-        self.finish(&plan, &job.job).await
+        tracing::info!(video_id = %id, job, files, seconds = started.elapsed().as_secs_f64(), "job encoded");
+        self.finish(plan, job).await
     }
 }

@@ -4,8 +4,10 @@
 
 use std::process::Command;
 
-use common::catalog::Videos;
-use common::pipeline::{Jobs, Plan};
+use common::blobs::Blobs;
+use common::catalog::{VideoStatus, Videos};
+use common::events::{Event, EventHandler, Message};
+use common::pipeline::{Jobs, Plan, TranscodeJob};
 use common::platform::Ports;
 use streamgate_testing::{planned_video, planned_video_stated, served_ports, transcode_job};
 
@@ -141,6 +143,42 @@ async fn the_sound_stops_at_the_planned_duration() {
         .filter_map(|rest| rest.trim_end_matches(',').parse::<f64>().ok())
         .sum();
     assert!((3.9..4.1).contains(&seconds), "{seconds} s of sound");
+}
+
+#[tokio::test]
+async fn a_job_whose_last_delivery_cannot_store_fails_the_video() {
+    let setup = setup().await;
+    let plan = setup.planned(4, 4).await;
+    // What the job writes cannot be stored: a file stands where the video's folder would be.
+    let media = setup.ports.local.as_ref().expect("local").media.clone();
+    let videos_dir = setup
+        .dir
+        .path()
+        .join("data/blobs")
+        .join(media.bucket())
+        .join("videos.d");
+    std::fs::create_dir_all(&videos_dir).expect("dir");
+    std::fs::write(videos_dir.join(format!("{}.d", plan.video_id)), b"").expect("block");
+    let delivery = |receive_count: u32| {
+        let job = TranscodeJob {
+            video_id: plan.video_id.clone(),
+            job: "video-0".into(),
+        };
+        Event::Message(Message {
+            id: "m-video-0".into(),
+            body: serde_json::to_string(&job).expect("json"),
+            receive_count,
+        })
+    };
+    let videos = Videos::new(setup.ports.store.clone());
+    let status = || async { videos.get(&plan.video_id).await.expect("store").expect("video") };
+
+    setup.handler.handle(delivery(1)).await.expect_err("not stored");
+    assert_eq!(status().await.status, VideoStatus::Processing, "tried again");
+    setup.handler.handle(delivery(100)).await.expect_err("not stored");
+    let video = status().await;
+    assert_eq!(video.status, VideoStatus::Failed, "the last delivery fails the video");
+    assert_eq!(video.error.expect("error").code, "transcode_failed");
 }
 
 #[tokio::test]
