@@ -46,6 +46,24 @@ pub async fn live_video(
     Ok(video)
 }
 
+/// Removes what workers wrote for a video deleted while they ran: its media, and any record one of them
+/// made again (a content key). Called by a job that finds its video gone; a delete that listed the media
+/// before a worker stored its files leaves them to this.
+pub async fn remove_remains(
+    media: &dyn crate::blobs::Blobs,
+    videos: &crate::catalog::Videos,
+    id: &VideoId,
+) -> Result<(), EventError> {
+    let objects = media.list(&media_prefix(id)).await.map_err(EventError::retryable)?;
+    if !objects.is_empty() {
+        tracing::info!(video_id = %id, objects = objects.len(), "removing the media of a deleted video");
+    }
+    for object in objects {
+        media.delete(&object.key).await.map_err(EventError::retryable)?;
+    }
+    videos.remove_records(id).await.map_err(EventError::retryable)
+}
+
 /// The video id of a source object key (`sources/{videoId}`), if it is one.
 pub fn source_video_id(key: &str) -> Option<VideoId> {
     key.strip_prefix("sources/")?.parse().ok()

@@ -452,7 +452,6 @@ impl Videos {
     /// pins) and, last, the record itself, so that a delete cut short can be done again. Deleting a missing
     /// video succeeds.
     pub async fn delete(&self, id: &VideoId) -> Result<(), StoreError> {
-        let pk = Self::pk(id);
         let Some(video) = self.get(id).await? else {
             return Ok(());
         };
@@ -460,6 +459,13 @@ impl Videos {
         if !terms.is_empty() {
             self.unlist(id, &terms).await?;
         }
+        self.remove_records(id).await
+    }
+
+    /// Deletes every item of the video's partition, its record last: what is left of a deleted video (a
+    /// record a worker made again) goes too.
+    pub async fn remove_records(&self, id: &VideoId) -> Result<(), StoreError> {
+        let pk = Self::pk(id);
         loop {
             let query = Query {
                 limit: Some(1000),

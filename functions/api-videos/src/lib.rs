@@ -262,6 +262,12 @@ async fn delete(
     delete_objects(state.media.as_ref(), &media_prefix(&id)).await?;
     state.sources.delete(&source_key(&id)).await.map_err(ApiError::from)?;
     state.videos.delete(&id).await.map_err(store_error)?;
+    // Once more, now that the video is gone: a job that stored files after the first listing finds the
+    // video there still, and leaves them. One that stores later finds it gone and removes its own.
+    if let Err(err) = delete_objects(state.media.as_ref(), &media_prefix(&id)).await {
+        // The next job of the video to arrive removes them (`remove_remains`).
+        tracing::warn!(video_id = %id, error = %err, "could not remove a deleted video's late media");
+    }
     tracing::info!(video_id = %id, "video deleted");
     metrics::counter!("streamgate_videos_deleted_total").increment(1);
     Ok(StatusCode::NO_CONTENT)

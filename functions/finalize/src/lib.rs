@@ -18,7 +18,7 @@ use common::blobs::Blobs;
 use common::catalog::{Rendition, VideoStatus, Videos};
 use common::events::{Event, EventError, EventHandler, Trigger};
 use common::ids::VideoId;
-use common::pipeline::{FinalizeJob, Jobs, Plan, decode, live_video, media_prefix, source_key};
+use common::pipeline::{FinalizeJob, Jobs, Plan, decode, live_video, media_prefix, remove_remains, source_key};
 use common::platform::Ports;
 use futures::{StreamExt, TryStreamExt};
 
@@ -337,9 +337,7 @@ impl Handler {
             .map_err(EventError::retryable)?;
         let Some(video) = updated else {
             // Deleted while this ran: what it wrote would outlive the video.
-            for object in self.media.list(&prefix).await.map_err(EventError::retryable)? {
-                self.media.delete(&object.key).await.map_err(EventError::retryable)?;
-            }
+            remove_remains(self.media.as_ref(), &self.videos, id).await?;
             tracing::info!(video_id = %id, "the video was deleted while it was finalized; its media are removed");
             return Ok(());
         };
@@ -385,7 +383,8 @@ impl EventHandler for Handler {
         };
         let job: FinalizeJob = decode(&message.body)?;
         let Some(video) = live_video(&self.videos, &job.video_id).await? else {
-            return Ok(());
+            // Deleted: a run cut short by the delete may have left media, and a content key made again.
+            return remove_remains(self.media.as_ref(), &self.videos, &job.video_id).await;
         };
         if video.status == VideoStatus::Failed {
             tracing::info!(video_id = %job.video_id, "the video failed; not finalizing");

@@ -212,3 +212,29 @@ async fn a_video_gated_while_it_is_finalized_gets_its_encrypted_copy() {
     assert_ne!(clear, encrypted);
     assert_eq!(encrypted.len() % 16, 0, "whole AES blocks");
 }
+
+#[tokio::test]
+async fn a_job_of_a_deleted_video_removes_what_was_left_of_it() {
+    let setup = setup().await;
+    let plan = setup.planned(4, 4).await;
+    for job in &plan.jobs {
+        setup.run(&plan, job).await;
+    }
+    let id = plan.video_id.clone();
+    let videos = Videos::new(setup.ports.store.clone());
+    videos.delete(&id).await.expect("delete");
+    // A run cut short by the delete left a playlist and made the content key again.
+    let prefix = format!("videos/{id}/");
+    setup
+        .ports
+        .media
+        .put(&format!("{prefix}master.m3u8"), "#EXTM3U\n".into(), None)
+        .await
+        .expect("put");
+    videos.content_key(&id).await.expect("key");
+
+    let job = FinalizeJob { video_id: id.clone() };
+    setup.finalize.handle(message("m-late", &job)).await.expect("handled");
+    assert!(setup.ports.media.list(&prefix).await.expect("list").is_empty());
+    assert_eq!(videos.existing_content_key(&id).await.expect("store"), None);
+}

@@ -16,7 +16,9 @@ use common::catalog::{VideoError, VideoStatus, Videos};
 use common::config::Config;
 use common::events::{Event, EventError, EventHandler, Trigger};
 use common::ids::VideoId;
-use common::pipeline::{FinalizeJob, JobState, Jobs, Plan, TranscodeJob, decode, live_video, media_prefix, source_key};
+use common::pipeline::{
+    FinalizeJob, JobState, Jobs, Plan, TranscodeJob, decode, live_video, media_prefix, remove_remains, source_key,
+};
 use common::platform::Ports;
 use common::queue::Queue;
 use common::store::StoreError;
@@ -301,7 +303,7 @@ impl EventHandler for Handler {
         let job: TranscodeJob = decode(&message.body)?;
         let id = job.video_id.clone();
         let Some(video) = live_video(&self.videos, &id).await? else {
-            return Ok(());
+            return remove_remains(self.media.as_ref(), &self.videos, &id).await;
         };
         if video.status == VideoStatus::Failed {
             tracing::info!(video_id = %id, job = %job.job, "the video failed; dropping its job");
@@ -340,10 +342,7 @@ impl Handler {
         let files = self.store(id, dir.path()).await?;
         // Deleted while this job ran: what it wrote would outlive the video.
         if live_video(&self.videos, id).await?.is_none() {
-            for key in &files {
-                self.media.delete(key).await.map_err(EventError::retryable)?;
-            }
-            return Ok(());
+            return remove_remains(self.media.as_ref(), &self.videos, id).await;
         }
         let files = files.len();
         metrics::histogram!("streamgate_transcode_seconds", "job" => if job == "audio" { "audio" } else { "video" })
