@@ -5,8 +5,9 @@
 //! secrets: server-side faults are logged with their cause and answered with a generic detail.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
+use http::request::Parts;
 use http::{HeaderValue, StatusCode, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -168,6 +169,46 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         ),
         // serde's message names the field and position, never server internals.
         other => ApiError::bad_request("malformed_json", other.body_text()),
+    }
+}
+
+/// A path parameter extractor whose rejections are problems (`400 invalid_path`) instead of axum's
+/// plain-text answers: a segment that is not UTF-8 once decoded, say.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(rejection) if rejection.status().is_server_error() => Err(ApiError::internal(&rejection)),
+            Err(rejection) => Err(ApiError::bad_request("invalid_path", rejection.body_text())),
+        }
+    }
+}
+
+/// A query string extractor whose rejections are problems (`400 invalid_query`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Query(value)),
+            Err(rejection) => Err(ApiError::bad_request("invalid_query", rejection.body_text())),
+        }
     }
 }
 

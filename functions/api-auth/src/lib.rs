@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use alloy_primitives::Address;
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json as AxumJson, Router};
@@ -16,7 +16,7 @@ use common::identity::nonces::Nonces;
 use common::identity::sessions::{SessionKeys, Sessions};
 use common::identity::{AuthError, Authenticated, SignIn, SignedMessage};
 use common::platform::Ports;
-use common::problem::{ApiError, Json};
+use common::problem::{ApiError, Json, Path};
 use serde::Serialize;
 
 #[derive(Clone)]

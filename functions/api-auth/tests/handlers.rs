@@ -388,4 +388,10 @@ async fn links_lists_and_unlinks_wallets() {
         (status, body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_address"))
     );
+    // A segment that is no UTF-8 once decoded is a problem too, not axum's plain text.
+    let (status, body) = call(&app, "DELETE", "/v1/wallets/%FF", Some(&token), None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_path"))
+    );
 }

@@ -5,7 +5,7 @@
 use std::str::FromStr;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
@@ -14,7 +14,7 @@ use common::blobs::CompletedPart;
 use common::catalog::{Video, VideoError, VideoStatus};
 use common::identity::Authenticated;
 use common::ids::VideoId;
-use common::problem::{ApiError, Json};
+use common::problem::{ApiError, Json, Path};
 use common::uploads::{Upload, UploadKind, UploadState, part_size_for};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

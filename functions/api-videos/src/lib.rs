@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRef, Path, Query, State};
+use axum::extract::{FromRef, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -23,7 +23,7 @@ use common::identity::sessions::{SessionKeys, Sessions};
 use common::ids::VideoId;
 use common::pipeline::{FinalizeJob, media_prefix, source_key};
 use common::platform::Ports;
-use common::problem::ApiError;
+use common::problem::{ApiError, Path};
 use common::queue::Queue;
 use common::store::StoreError;
 use common::uploads::{UploadError, UploadState, Uploads};

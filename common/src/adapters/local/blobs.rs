@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,7 +21,7 @@ use url::Url;
 
 use super::multipart::{self, Joined};
 use crate::blobs::{BlobError, Blobs, ByteChunks, CompletedPart, ObjectMeta, SignedUrl, validate_key};
-use crate::problem::ApiError;
+use crate::problem::{ApiError, Path as UrlPath, Query};
 use crate::queue::Queue;
 use crate::signing::{SignatureError, UrlSigner};
 

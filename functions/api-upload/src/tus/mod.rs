@@ -14,7 +14,7 @@ use std::str::FromStr;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,7 @@ use axum::routing::post;
 use chrono::{DateTime, Utc};
 use common::identity::Authenticated;
 use common::ids::VideoId;
-use common::problem::ApiError;
+use common::problem::{ApiError, Path};
 use common::uploads::{Upload, UploadKind, UploadState, part_size_for};
 
 use crate::{AppState, blob_error, gone, metadata, new_video};
