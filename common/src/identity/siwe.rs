@@ -405,6 +405,29 @@ pub fn uri_authority(uri: &str) -> Option<&str> {
     Some(authority.rsplit_once('@').map_or(authority, |(_, host)| host))
 }
 
+/// Whether `uri` is a web address (`http` or `https`) on `authority` (`host[:port]`), the port its
+/// scheme implies (443, 80) written or not.
+fn web_origin_is(uri: &str, authority: &str) -> bool {
+    let Some((scheme, _)) = uri.split_once("://") else {
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => return false,
+    };
+    let Some(found) = uri_authority(uri) else {
+        return false;
+    };
+    let bare = |a: &'_ str| {
+        a.len()
+            .checked_sub(default_port.len())
+            .filter(|&at| a.is_char_boundary(at) && a[at..] == *default_port)
+            .map_or(a.to_owned(), |at| a[..at].to_owned())
+    };
+    bare(found).eq_ignore_ascii_case(&bare(authority))
+}
+
 /// Why a sign-in is refused. Each has its own stable problem code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignInError {
@@ -472,7 +495,7 @@ impl SiweMessage {
             return Err(SignInError::DomainMismatch);
         }
         if let Some(authority) = expect.uri_authority
-            && !uri_authority(&self.uri).is_some_and(|a| a.eq_ignore_ascii_case(authority))
+            && !web_origin_is(&self.uri, authority)
         {
             return Err(SignInError::UriMismatch);
         }
@@ -518,6 +541,22 @@ mod tests {
     const MESSAGE: &str = "app.streamgate.test wants you to sign in with your Ethereum account:\n\
         0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A\n\nSign in\n\nURI: https://app.streamgate.test/login\n\
         Version: 1\nChain ID: 8453\nNonce: Xk3v9QmP2rT8wZ1b\nIssued At: 2026-11-27T04:17:23.443Z";
+
+    #[test]
+    fn the_uri_is_a_web_address_on_the_service_s_origin() {
+        let on = |uri: &str, authority: &str| web_origin_is(uri, authority);
+        assert!(on("https://app.streamgate.test/login", "app.streamgate.test"));
+        assert!(on("HTTPS://App.StreamGate.test", "app.streamgate.test"));
+        assert!(on("https://app.streamgate.test:443/", "app.streamgate.test"));
+        assert!(on("http://localhost:8080/", "localhost:8080"));
+        assert!(on("http://localhost/", "localhost:80"));
+        assert!(on("https://user@app.streamgate.test/", "app.streamgate.test"));
+        assert!(!on("ftp://app.streamgate.test/", "app.streamgate.test"));
+        assert!(!on("https://app.streamgate.test:8443/", "app.streamgate.test"));
+        assert!(!on("https://evil.example/app.streamgate.test", "app.streamgate.test"));
+        assert!(!on("app.streamgate.test", "app.streamgate.test"));
+        assert!(!on("https://app.streamgate.test.evil.example/", "app.streamgate.test"));
+    }
 
     #[test]
     fn writes_back_what_it_parsed() {
