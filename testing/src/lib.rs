@@ -88,18 +88,18 @@ pub async fn video_with_source(ports: &Ports, status: VideoStatus, source: Vec<u
 /// A processing video with a 640×360 30 fps source of `seconds` (with sound) and a plan for the 360p and
 /// 240p renditions in chunks of `chunk_seconds`, as `on-upload` would record it.
 pub async fn planned_video(ports: &Ports, dir: &Path, seconds: u32, chunk_seconds: u32) -> Plan {
-    planned_video_stated(ports, dir, seconds, seconds, chunk_seconds).await
+    planned_video_stated(ports, dir, seconds, f64::from(seconds), chunk_seconds).await
 }
 
 /// [`planned_video`] whose plan states the source lasts `stated` seconds, as a file whose header lies
 /// about its duration probes.
-pub async fn planned_video_stated(ports: &Ports, dir: &Path, seconds: u32, stated: u32, chunk_seconds: u32) -> Plan {
+pub async fn planned_video_stated(ports: &Ports, dir: &Path, seconds: u32, stated: f64, chunk_seconds: u32) -> Plan {
     let source = clip(dir, "640x360", 30, seconds, &[]);
     let id = video_with_source(ports, VideoStatus::Processing, source).await;
     let ladder = common::ladder::parse_ladder("360p,240p").expect("ladder");
     let plan = Plan {
         video_id: id,
-        duration: f64::from(stated),
+        duration: stated,
         width: 640,
         height: 360,
         frame_rate: 30.0,
@@ -108,7 +108,7 @@ pub async fn planned_video_stated(ports: &Ports, dir: &Path, seconds: u32, state
         chunk_seconds,
         preset: "ultrafast".into(),
         renditions: common::ladder::renditions(&ladder, 640, 360, 30.0),
-        jobs: job_names(f64::from(stated), chunk_seconds, true),
+        jobs: job_names(stated, chunk_seconds, true),
         created_at: Utc::now(),
     };
     assert!(Jobs::new(ports.store.clone()).create(&plan).await.expect("plan"));

@@ -88,7 +88,9 @@ impl Handler {
                 .await
                 .map_err(EventError::retryable)?;
             let text = String::from_utf8_lossy(&text);
-            segments.extend(manifests::read_playlist(&text).map_err(EventError::malformed)?);
+            let listed = manifests::read_playlist(&text).map_err(EventError::malformed)?;
+            // A chunk past the picture's last frame lists an empty segment, which plays nothing.
+            segments.extend(listed.into_iter().filter(|segment| segment.duration > 0.0));
         }
         let sizes = self
             .media

@@ -9,7 +9,7 @@ use common::catalog::{VideoStatus, Videos};
 use common::events::EventHandler;
 use common::pipeline::{FinalizeJob, Plan};
 use common::platform::Ports;
-use streamgate_testing::{message, planned_video, served_ports, transcode_job};
+use streamgate_testing::{message, planned_video, planned_video_stated, served_ports, transcode_job};
 
 struct Setup {
     handler: transcode::Handler,
@@ -237,4 +237,57 @@ async fn a_job_of_a_deleted_video_removes_what_was_left_of_it() {
     setup.finalize.handle(message("m-late", &job)).await.expect("handled");
     assert!(setup.ports.media.list(&prefix).await.expect("list").is_empty());
     assert_eq!(videos.existing_content_key(&id).await.expect("store"), None);
+}
+
+#[tokio::test]
+async fn a_chunk_past_the_last_frame_adds_nothing_to_the_stream() {
+    let setup = setup().await;
+    // The container lasts a little longer than the picture (its sound does): the last chunk of four
+    // seconds starts at the picture's end.
+    let plan = planned_video_stated(&setup.ports, setup.dir.path(), 8, 8.05, 4).await;
+    assert_eq!(plan.jobs, ["video-0", "video-1", "video-2", "audio"]);
+    let prefix = format!("videos/{}/", plan.video_id);
+    setup.run(&plan, "video-0").await;
+    let init = setup
+        .ports
+        .media
+        .get(&format!("{prefix}360p/init.mp4"))
+        .await
+        .expect("init");
+    for job in &plan.jobs[1..] {
+        setup.run(&plan, job).await;
+    }
+    let after = setup
+        .ports
+        .media
+        .get(&format!("{prefix}360p/init.mp4"))
+        .await
+        .expect("init");
+    assert!(after == init, "the frameless chunk replaced the init segment");
+    let job = FinalizeJob {
+        video_id: plan.video_id.clone(),
+    };
+    setup
+        .finalize
+        .handle(message("m-finalize", &job))
+        .await
+        .expect("finalized");
+    let index = setup
+        .ports
+        .media
+        .get(&format!("{prefix}360p/index.m3u8"))
+        .await
+        .expect("index");
+    let index = String::from_utf8_lossy(&index);
+    let durations: Vec<f64> = index
+        .lines()
+        .filter_map(|line| line.strip_prefix("#EXTINF:"))
+        .filter_map(|rest| rest.trim_end_matches(',').parse().ok())
+        .collect();
+    assert_eq!(durations.len(), 2, "{index}");
+    assert!(durations.iter().all(|&d| d > 0.0), "{index}");
+
+    let dir = setup.dir.path().join("played");
+    download(&setup.ports, &prefix, &dir).await;
+    assert_eq!(frames_played(&dir.join("360p/index.m3u8")), 8 * 30);
 }

@@ -78,12 +78,19 @@ impl Handler {
         for entry in std::fs::read_dir(dir).map_err(EventError::retryable)? {
             let folder = entry.map_err(EventError::retryable)?;
             let name = folder.file_name().to_string_lossy().into_owned();
+            let frameless = !has_frames(&folder.path()).map_err(EventError::retryable)?;
             for file in std::fs::read_dir(folder.path()).map_err(EventError::retryable)? {
                 let path: PathBuf = file.map_err(EventError::retryable)?.path();
                 let file_name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
+                if frameless && !file_name.ends_with(".m3u8") {
+                    // A chunk past the picture's last frame (the sound lasts a little longer): its
+                    // playlist says so, and its init segment, unlike every other chunk's, is not stored
+                    // over theirs.
+                    continue;
+                }
                 let key = format!("{}{name}/{file_name}", media_prefix(id));
                 let content_type = match path.extension().and_then(|e| e.to_str()) {
                     Some("m3u8") => "application/vnd.apple.mpegurl",
@@ -161,6 +168,23 @@ impl Handler {
             .map_err(EventError::retryable)?;
         Ok(())
     }
+}
+
+/// Whether the chunk playlist a job wrote in `folder` lists a segment that lasts: a chunk that starts
+/// after the source's last frame lists one empty segment.
+fn has_frames(folder: &Path) -> std::io::Result<bool> {
+    for file in std::fs::read_dir(folder)? {
+        let path = file?.path();
+        if path.extension().is_some_and(|e| e == "m3u8") {
+            let text = std::fs::read_to_string(&path)?;
+            return Ok(text
+                .lines()
+                .filter_map(|line| line.strip_prefix("#EXTINF:"))
+                .filter_map(|rest| rest.split(',').next()?.trim().parse::<f64>().ok())
+                .any(|seconds| seconds > 0.0));
+        }
+    }
+    Ok(true)
 }
 
 /// ffmpeg's arguments for chunk `index`: decode `[S, S+C)` once, split it per rendition, and write each

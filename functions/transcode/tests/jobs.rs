@@ -131,7 +131,7 @@ async fn the_sound_stops_at_the_planned_duration() {
     // Ten seconds of sound in a file whose header says four.
     let dir = setup.dir.path().join("stated");
     std::fs::create_dir_all(&dir).expect("dir");
-    let plan = planned_video_stated(&setup.ports, &dir, 10, 4, 4).await;
+    let plan = planned_video_stated(&setup.ports, &dir, 10, 4.0, 4).await;
     assert_eq!(plan.jobs, ["video-0", "audio"]);
     setup.run(&plan, "audio").await;
     let playlist = setup
