@@ -112,12 +112,14 @@ impl Accounts {
     /// The account of `address`, created with it as first wallet when it has none.
     pub async fn sign_in(&self, address: &Address) -> Result<AccountId, AccountError> {
         if let Some(account) = self.account_of(address).await? {
-            // Completes a link whose second write failed (see `link`); a wallet already listed costs
-            // one read.
-            return match self.link(&account, address).await {
-                Ok(()) | Err(AccountError::TooManyWallets) => Ok(account),
-                Err(other) => Err(other),
-            };
+            // An account that lists no wallet is a first link whose second write failed (see `link`):
+            // completed here, or the account could never be used. Any other account lists one at
+            // least (`unlink` keeps the last), and its sign-ins write nothing: one racing an unlink of
+            // this wallet would list it again after the unlink took it off.
+            if self.wallets(&account).await?.is_empty() {
+                self.link(&account, address).await?;
+            }
+            return Ok(account);
         }
         let account = AccountId::generate();
         match self.link(&account, address).await {
@@ -143,7 +145,7 @@ impl Accounts {
             address: *address,
             linked_at: Utc::now(),
         };
-        match self
+        let wrote_link = match self
             .store
             .put(
                 Item::from_record(wallet_pk(address), "link", &link)?,
@@ -151,24 +153,26 @@ impl Accounts {
             )
             .await
         {
-            Ok(()) => {}
+            Ok(()) => true,
             // Already this account's, but not on its list: a link whose second write failed. Writing
             // the list entry again completes it.
             Err(StoreError::ConditionFailed) => match self.account_of(address).await? {
-                Some(owner) if &owner == account => {}
+                Some(owner) if &owner == account => false,
                 _ => return Err(AccountError::WalletTaken),
             },
             Err(other) => return Err(other.into()),
-        }
+        };
         let listed = Item::from_record(account_pk(account), wallet_pk(address), &link)?;
         self.store.put(listed, None).await?;
         // Links made at the same moment each saw room for one more: any that finds the account over
-        // the limit once written takes itself back.
+        // the limit once written takes itself back (the link it found in place stays).
         if self.wallets(account).await?.len() > MAX_WALLETS {
             self.store
                 .delete(&account_pk(account), &wallet_pk(address), None)
                 .await?;
-            self.store.delete(&wallet_pk(address), "link", None).await?;
+            if wrote_link {
+                self.store.delete(&wallet_pk(address), "link", None).await?;
+            }
             return Err(AccountError::TooManyWallets);
         }
         Ok(())
@@ -319,6 +323,28 @@ mod tests {
         accounts.store.put(second, None).await.expect("put");
         accounts.link(&account, &wallet(1)).await.expect("link");
         assert_eq!(accounts.wallets(&account).await.expect("wallets").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_during_an_unlink_does_not_list_the_wallet_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let accounts = accounts_in(&dir);
+        let account = accounts.sign_in(&wallet(0)).await.expect("sign in");
+        accounts.link(&account, &wallet(1)).await.expect("link");
+        // An unlink of wallet 1 half done: off the list, its link not yet deleted.
+        let listing = wallet_pk(&wallet(1));
+        accounts
+            .store
+            .delete(&account_pk(&account), &listing, None)
+            .await
+            .expect("delete");
+        assert_eq!(accounts.sign_in(&wallet(1)).await.expect("sign in"), account);
+        accounts
+            .store
+            .delete(&wallet_pk(&wallet(1)), "link", None)
+            .await
+            .expect("delete");
+        assert_eq!(accounts.wallets(&account).await.expect("wallets"), [wallet(0)]);
     }
 
     #[tokio::test]
