@@ -237,6 +237,8 @@ struct LostAnswers {
     lost: AtomicUsize,
     blind: AtomicUsize,
     unreadable: AtomicUsize,
+    /// Objects read whole so far.
+    reads: AtomicUsize,
 }
 
 impl LostAnswers {
@@ -246,6 +248,7 @@ impl LostAnswers {
             lost: AtomicUsize::new(lost),
             blind: AtomicUsize::new(blind),
             unreadable: AtomicUsize::new(0),
+            reads: AtomicUsize::new(0),
         })
     }
 
@@ -284,6 +287,7 @@ impl Blobs for LostAnswers {
         if Self::spend(&self.unreadable) {
             return Err(BlobError::Backend("the read timed out".into()));
         }
+        self.reads.fetch_add(1, SeqCst);
         self.inner.get_stream(key).await
     }
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BlobError> {
@@ -667,6 +671,29 @@ async fn a_request_whose_bytes_cannot_be_stored_changes_nothing() {
     assert_eq!(video.status, VideoStatus::Processing);
     let sha256 = video.source.expect("source recorded").sha256;
     assert_eq!(sha256, Some(hex::encode(sha2::Sha256::digest(&data))));
+}
+
+#[tokio::test]
+async fn a_completion_seen_landed_after_its_error_keeps_the_request_s_digest() {
+    let app = app().await;
+    // The completion lands but answers with an error, and the look right after it fails; the next
+    // look, before the request gives up, finds the object.
+    let answers = LostAnswers::new(app.ports.sources.clone(), 1, 1);
+    let server = app.over_sources(answers.clone());
+    let data = bytes_of(5 * MIB as usize + 100 * 1024, 6);
+    let path = server.create(&server.alice, data.len() as u64, "").await;
+    let answer = server.patch(&server.alice, &path, 0, data.clone()).await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{:?}", answer.body);
+    assert_eq!(answer.header("upload-offset"), Some(data.len().to_string().as_str()));
+    let sha256 = hex::encode(sha2::Sha256::digest(&data));
+    let record = server.record(&path).await;
+    assert_eq!(
+        (record.state, record.sha256.as_deref()),
+        (UploadState::Complete, Some(sha256.as_str()))
+    );
+    let source = server.video(&path).await.expect("video").source.expect("source");
+    assert_eq!(source.sha256, Some(sha256));
+    assert_eq!(answers.reads.load(SeqCst), 0, "the file was not read back");
 }
 
 #[tokio::test]

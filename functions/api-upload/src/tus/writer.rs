@@ -128,6 +128,7 @@ pub(super) async fn receive(
             upload: leased,
             start_digest,
             kept: None,
+            asked_completion: false,
         };
         let tail = writer.upload.tail.as_ref().map_or(0, Tail::size);
         let plan = declared.and_then(|declared| {
@@ -428,6 +429,8 @@ struct Writer<'a> {
     start_digest: Option<State>,
     /// The running state the upload keeps, once the request changed it.
     kept: Option<Kept>,
+    /// Whether the request asked storage to complete the upload: `upload.sha256` is then the file's.
+    asked_completion: bool,
 }
 
 impl Writer<'_> {
@@ -751,6 +754,7 @@ impl Writer<'_> {
 
     /// The last byte arrived: the video learns its source, then the object lands at `sources/{id}`.
     async fn finish(&mut self) -> Result<(), ApiError> {
+        self.asked_completion = true;
         let upload = &self.upload;
         self.state
             .hand_over(upload, upload.length, upload.sha256.clone())
@@ -799,8 +803,12 @@ impl Writer<'_> {
         let mut upload = saved.clone();
         upload.offset = upload.length;
         upload.tail = None;
-        upload.sha256 = None;
-        self.state.hand_over(&upload, upload.length, None).await?;
+        // This request's digest is the file's when its own completion landed it; else the file is
+        // read back for it.
+        upload.sha256 = self.upload.sha256.clone().filter(|_| self.asked_completion);
+        self.state
+            .hand_over(&upload, upload.length, upload.sha256.clone())
+            .await?;
         self.upload = upload;
         self.kept = Some(Kept::Known(None));
         self.complete().await;
@@ -843,6 +851,7 @@ impl Writer<'_> {
             previous_tail,
             start_digest,
             kept,
+            asked_completion: _,
         } = self;
         let kept = match kept {
             Some(kept) => kept,
