@@ -328,8 +328,8 @@ const NETWORK_TIMEOUT_US: &str = "30000000";
 /// of files (HLS, DASH, concat) are not among them: read as a source, they would make ffmpeg fetch
 /// media from wherever they point, other hosts included, and what it read could change between the
 /// probe and the transcode.
-pub const SOURCE_FORMATS: &str =
-    "mov,mp4,matroska,webm,avi,mpegts,flv,ogg,mpeg,mpegvideo,asf,mxf,dv,m4v,h264,hevc,ivf,nut,mp3,wav,flac,aac";
+pub const SOURCE_FORMATS: &str = "mov,mp4,matroska,webm,avi,mpegts,flv,ogg,mpeg,mpegvideo,asf,mxf,dv,m4v,h264,hevc,\
+    ivf,nut,obu,gif,yuv4mpegpipe,rm,mjpeg,mp3,wav,flac,aac";
 
 /// Runs ffmpeg with `args` for at most [`FFMPEG_TIMEOUT`]; the error carries the last messages ffmpeg
 /// logged as errors.
@@ -356,11 +356,13 @@ pub async fn run_ffmpeg_within(args: Vec<String>, timeout: Duration) -> Result<(
     let run = async {
         let mut errors = std::collections::VecDeque::with_capacity(5);
         if let Some(stderr) = stderr {
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            // Read to the end, whatever the bytes: a pipe left unread would stop ffmpeg once full.
+            let mut lines = tokio::io::BufReader::new(stderr).split(b'\n');
+            while let Ok(Some(line)) = lines.next_segment().await {
                 if errors.len() == 5 {
                     errors.pop_front();
                 }
+                let line = String::from_utf8_lossy(&line);
                 errors.push_back(without_queries(&line).chars().take(500).collect::<String>());
             }
         }

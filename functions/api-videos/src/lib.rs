@@ -265,7 +265,7 @@ async fn delete(
     // Once more, now that the video is gone: a job that stored files after the first listing finds the
     // video there still, and leaves them. One that stores later finds it gone and removes its own.
     if let Err(err) = delete_objects(state.media.as_ref(), &media_prefix(&id)).await {
-        // The next job of the video to arrive removes them (`remove_remains`).
+        // Left to a job of the video still to come, if one is (`remove_remains`); else they stay.
         tracing::warn!(video_id = %id, error = %err, "could not remove a deleted video's late media");
     }
     tracing::info!(video_id = %id, "video deleted");

@@ -334,7 +334,10 @@ impl EventHandler for Handler {
             return Ok(());
         }
         let Some(plan) = self.jobs.plan(&id).await.map_err(EventError::retryable)? else {
-            return Err(EventError::malformed(format!("video {id} has no plan")));
+            // It can never be encoded.
+            let why = format!("video {id} has no plan");
+            self.fail(&id, why.clone()).await?;
+            return Err(EventError::malformed(why));
         };
         if !plan.jobs.contains(&job.job) {
             return Err(EventError::malformed(format!(

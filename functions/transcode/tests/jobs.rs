@@ -122,9 +122,7 @@ async fn chunks_join_into_one_stream_and_finalize_is_sent_once() {
     );
 }
 
-/// A delivery that stopped between marking its job done and counting it (a crash, a timeout): the
-/// count misses that job, yet the last job completes the set, and the stopped delivery, made again, does
-/// not send `finalize` twice.
+/// A file whose header states less than it holds: its sound is encoded no further than the plan says.
 #[tokio::test]
 async fn the_sound_stops_at_the_planned_duration() {
     let setup = setup().await;
@@ -181,6 +179,9 @@ async fn a_job_whose_last_delivery_cannot_store_fails_the_video() {
     assert_eq!(video.error.expect("error").code, "transcode_failed");
 }
 
+/// A delivery that stopped between marking its job done and counting it (a crash, a timeout): the
+/// count misses that job, yet the last job completes the set, and the stopped delivery, made again, does
+/// not send `finalize` twice.
 #[tokio::test]
 async fn a_job_marked_done_but_never_counted_still_completes_the_set() {
     let setup = setup().await;
