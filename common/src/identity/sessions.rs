@@ -1,7 +1,8 @@
 //! Session tokens: PASETO v4.public (Ed25519) naming the account, the wallet that signed in and the
 //! account's wallets, short-lived, refused after logout (a revocation item in `Store` that lives as long
-//! as the token) and once the wallet that signed in is unlinked. Keys are PASERK strings (`k4.secret.…`); tokens signed with the previous key are still
-//! accepted, so keys rotate without signing everyone out.
+//! as the token) and once the wallet that signed in is unlinked. Keys are PASERK strings
+//! (`k4.secret.…`); tokens signed with the previous key are still accepted, so keys rotate without
+//! signing everyone out.
 
 use std::path::Path;
 use std::sync::Arc;

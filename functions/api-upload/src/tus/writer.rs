@@ -781,11 +781,11 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Finishes a request that failed because the upload's source had already landed: an earlier
-    /// request completed the multipart upload, but its answer from storage was an error (a timeout, say)
-    /// and no look found the object then, so it failed and the client sent the last bytes again. They
-    /// find the multipart upload gone. The source is the file: the upload is complete, and the answer
-    /// says so. False when no source of the upload's length is there.
+    /// Finishes a request that failed although the upload's source has landed. Storage answered a
+    /// completion with an error (a timeout, say) after carrying it out, and the look right after found
+    /// nothing yet: this request's own completion, or an earlier one's, in which case this request (the
+    /// client's last bytes sent again) found the multipart upload gone. The source is the file: the
+    /// upload is complete, and the answer says so. False when no source of the upload's length is there.
     async fn landed_before(&mut self) -> Result<bool, ApiError> {
         let saved = &self.saved;
         if saved.state != UploadState::Open || saved.multipart_id.is_none() {
