@@ -370,28 +370,35 @@ impl Videos {
     /// and is retried on a fresh read when it has, so concurrent updates never undo each other. Returns
     /// the record as written (or as left), `None` if there is no such video.
     ///
-    /// When the change moves the video's search terms, the video is listed under the new ones before the
+    /// When the change moves the video's search terms, the video is listed under its new ones before the
     /// record is written (so a ready record is always found by its terms) and taken off the old ones
-    /// after; a list entry left behind by a failure is harmless, as results are checked against records.
+    /// after. Entries an attempt added for terms the record did not keep (the write lost a race, or the
+    /// video was deleted meanwhile) are taken off again. Listings check results against records and
+    /// read past entries left behind anyway.
     pub async fn update(
         &self,
         id: &VideoId,
         mut change: impl FnMut(&mut Video) -> bool + Send,
     ) -> Result<Option<Video>, StoreError> {
+        let mut added: BTreeSet<String> = BTreeSet::new();
         for _ in 0..16 {
             let Some(mut video) = self.get(id).await? else {
+                self.take_off(id, added, &BTreeSet::new()).await;
                 return Ok(None);
             };
             let read_at = serde_json::to_value(video.updated_at).map_err(StoreError::backend)?;
             let terms_before = video.search_terms();
             if !change(&mut video) {
+                self.take_off(id, added, &terms_before).await;
                 return Ok(Some(video));
             }
             // Timestamps in a record are never equal from one write to the next.
             video.updated_at = Utc::now().max(video.updated_at + chrono::Duration::microseconds(1));
             let terms = video.search_terms();
-            if terms != terms_before && !terms.is_empty() {
-                self.list_under(id, &terms).await?;
+            let new: BTreeSet<String> = terms.difference(&terms_before).cloned().collect();
+            if !new.is_empty() {
+                self.list_under(id, &new).await?;
+                added.extend(new);
             }
             match self
                 .store
@@ -402,19 +409,28 @@ impl Videos {
                 .await
             {
                 Ok(()) => {
-                    let gone: BTreeSet<String> = terms_before.difference(&terms).cloned().collect();
-                    if !gone.is_empty()
-                        && let Err(err) = self.unlist(id, &gone).await
-                    {
-                        tracing::warn!(video_id = %id, error = %err, "old search entries stay until the next edit");
-                    }
+                    let gone = terms_before.difference(&terms).cloned().collect();
+                    self.take_off(id, gone, &BTreeSet::new()).await;
+                    self.take_off(id, added, &terms).await;
                     return Ok(Some(video));
                 }
                 Err(StoreError::ConditionFailed) => continue,
+                // The write may have landed all the same: its entries stay.
                 Err(err) => return Err(err),
             }
         }
         Err(StoreError::Backend(format!("video {id} changed too often to update")))
+    }
+
+    /// Takes the video off the lists of `terms` but those of `kept` (the terms of its record as
+    /// written); best effort, as a listing reads past an entry left behind.
+    async fn take_off(&self, id: &VideoId, terms: BTreeSet<String>, kept: &BTreeSet<String>) {
+        let stale: BTreeSet<String> = terms.difference(kept).cloned().collect();
+        if !stale.is_empty()
+            && let Err(err) = self.unlist(id, &stale).await
+        {
+            tracing::warn!(video_id = %id, error = %err, "search entries left behind");
+        }
     }
 
     /// The video's AES-128 content key, made on first use; a second call answers the same key.
@@ -499,8 +515,24 @@ impl Videos {
             (None, terms) => {
                 let all = [text::ALL.to_owned()];
                 let terms = terms.as_deref().unwrap_or(&all);
-                let hits = search::find(self.store.as_ref(), terms, from.as_ref(), want).await?;
-                self.load(hits, terms).await?
+                // Entries left behind (a video deleted, or no longer holding a word) are left out once
+                // read: read on past them, so that they never end a listing early.
+                let mut found = Vec::with_capacity(want);
+                let mut from = from;
+                loop {
+                    let need = want - found.len();
+                    let hits = search::find(self.store.as_ref(), terms, from.as_ref(), need).await?;
+                    let last = hits.last().map(|hit| Position {
+                        score: hit.score,
+                        after: hit.id.clone(),
+                    });
+                    let exhausted = hits.len() < need;
+                    found.extend(self.load(hits, terms).await?);
+                    match last {
+                        Some(last) if !exhausted && found.len() < want => from = Some(last),
+                        _ => break found,
+                    }
+                }
             }
         };
         Ok(listing.page(found))
