@@ -120,6 +120,10 @@ def test_a_text_file_is_refused_after_upload(local_server, tmp_path):
     url = tuspy_stop_and_resume(f"{local_server}/v1/uploads", token, path, chunk=MIB, stop_at=MIB)
     video = wait_for_status(local_server, token, url, "failed")
     assert video["error"]["code"] == "unsupported_media", video["error"]
+    # Others learn the code alone; the detail, which may quote ffprobe, is the owner's.
+    seen = requests.get(f"{local_server}/v1/videos/{video['id']}", timeout=5).json()
+    assert seen["error"] == {"code": "unsupported_media", "detail": "the video could not be processed"}
+    assert video["error"]["detail"] != seen["error"]["detail"]
 
 
 def test_tuspy_with_checksums(local_server, tmp_path):

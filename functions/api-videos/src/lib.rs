@@ -191,7 +191,8 @@ async fn list(
     }))
 }
 
-/// `GET /v1/videos/{id}`: the video; its source file's details only for its owner.
+/// `GET /v1/videos/{id}`: the video; its source file's details, and what went wrong in its own words,
+/// only for its owner.
 async fn video(
     State(state): State<AppState>,
     viewer: Option<Authenticated>,
@@ -210,6 +211,10 @@ async fn video(
     };
     if !is_owner {
         video.source = None;
+        // The detail may quote the tools that read the file; others learn the stable code alone.
+        if let Some(error) = &mut video.error {
+            error.detail = "the video could not be processed".to_owned();
+        }
     }
     Ok(Json(video))
 }
