@@ -53,7 +53,9 @@ impl Handler {
 
     /// The last delivery failed too: the message goes to the dead-letter queue and the video fails.
     async fn fail(&self, id: &VideoId, why: &EventError) -> Result<(), EventError> {
-        let detail = format!("packaging failed: {why}");
+        // The cause (ffmpeg's words, local paths) goes to the log, not to what the owner reads.
+        tracing::warn!(video_id = %id, error = %why, "finalize failed for good");
+        let detail = "the stream could not be packaged".to_owned();
         self.videos
             .update(id, |video| {
                 if video.status != VideoStatus::Processing {

@@ -335,9 +335,8 @@ impl EventHandler for Handler {
         }
         let Some(plan) = self.jobs.plan(&id).await.map_err(EventError::retryable)? else {
             // It can never be encoded.
-            let why = format!("video {id} has no plan");
-            self.fail(&id, why.clone()).await?;
-            return Err(EventError::malformed(why));
+            self.fail(&id, "the video has no processing plan".into()).await?;
+            return Err(EventError::malformed(format!("video {id} has no plan")));
         };
         if !plan.jobs.contains(&job.job) {
             return Err(EventError::malformed(format!(
@@ -350,7 +349,12 @@ impl EventHandler for Handler {
             tracing::warn!(video_id = %id, job = %job.job, attempt = message.receive_count, error = %err, "job failed");
             if matches!(err, EventError::Malformed(_)) || message.receive_count >= self.max_attempts {
                 // This delivery is the last: the message goes to the dead-letter queue, the video fails.
-                self.fail(&id, format!("job {} failed: {err}", job.job)).await?;
+                // The cause (ffmpeg's words, local paths) is in the log above, not in what the owner reads.
+                self.fail(
+                    &id,
+                    format!("the {} job failed after {} attempts", job.job, message.receive_count),
+                )
+                .await?;
             }
         }
         result

@@ -176,7 +176,9 @@ async fn a_job_whose_last_delivery_cannot_store_fails_the_video() {
     setup.handler.handle(delivery(100)).await.expect_err("not stored");
     let video = status().await;
     assert_eq!(video.status, VideoStatus::Failed, "the last delivery fails the video");
-    assert_eq!(video.error.expect("error").code, "transcode_failed");
+    let error = video.error.expect("error");
+    assert_eq!(error.code, "transcode_failed");
+    assert!(!error.detail.contains('/'), "no local path: {}", error.detail);
 }
 
 /// A delivery that stopped between marking its job done and counting it (a crash, a timeout): the
