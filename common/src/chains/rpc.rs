@@ -97,6 +97,21 @@ impl Breaker {
         self.open_until.is_none_or(|until| now >= until)
     }
 
+    /// Whether a call may try the URL now. Once the cool-down is over, the first call to ask is let
+    /// through (half-open) and the others are not, until its answer closes the breaker or opens it
+    /// again, or another cool-down passes should it never answer: a URL still dead costs one call its
+    /// timeout, not every call under way.
+    pub fn admit(&mut self, now: Instant) -> bool {
+        match self.open_until {
+            None => true,
+            Some(until) if now < until => false,
+            Some(_) => {
+                self.open_until = Some(now + COOL_DOWN);
+                true
+            }
+        }
+    }
+
     pub fn succeeded(&mut self) {
         *self = Self::default();
     }
@@ -125,7 +140,7 @@ impl Endpoint {
     }
 
     fn allows(&self) -> bool {
-        self.breaker.lock().map(|b| b.allows(Instant::now())).unwrap_or(true)
+        self.breaker.lock().map(|mut b| b.admit(Instant::now())).unwrap_or(true)
     }
 
     fn record(&self, ok: bool) {
@@ -480,10 +495,21 @@ mod tests {
         assert!(breaker.is_open(start));
         assert!(breaker.is_open(start + COOL_DOWN - Duration::from_millis(1)));
         let later = start + COOL_DOWN;
-        assert!(breaker.allows(later), "half-open after the cool-down");
+        assert!(breaker.admit(later), "half-open after the cool-down");
+        assert!(!breaker.admit(later), "one call tries it, not every call under way");
         breaker.failed(later);
         assert!(breaker.is_open(later), "one more failure opens it again");
+        let after = later + COOL_DOWN;
+        assert!(breaker.admit(after));
         breaker.succeeded();
-        assert!(breaker.allows(later));
+        assert!(breaker.admit(after) && breaker.admit(after), "closed again");
+        // A trial call that never answers holds the URL back for one more cool-down only.
+        for _ in 0..TRIP_AFTER {
+            breaker.failed(after);
+        }
+        let again = after + COOL_DOWN;
+        assert!(breaker.admit(again));
+        assert!(!breaker.admit(again + COOL_DOWN - Duration::from_millis(1)));
+        assert!(breaker.admit(again + COOL_DOWN));
     }
 }
