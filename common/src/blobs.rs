@@ -121,6 +121,20 @@ pub trait Blobs: Send + Sync {
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), BlobError>;
 }
 
+/// Deletes every object whose key starts with `prefix`, a few at a time. Deleting none succeeds.
+pub async fn delete_under(blobs: &dyn Blobs, prefix: &str) -> Result<(), BlobError> {
+    use futures::{StreamExt, TryStreamExt};
+    /// Deletes in flight at once.
+    const IN_FLIGHT: usize = 16;
+    let objects = blobs.list(prefix).await?;
+    futures::stream::iter(objects)
+        .map(|object| async move { blobs.delete(&object.key).await })
+        .buffer_unordered(IN_FLIGHT)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
 /// Checks an object key: 1 to 1024 bytes, `/`-separated, no empty, `.` or `..` segment, no control
 /// characters or backslashes. Both adapters apply it so that a key valid here is valid everywhere.
 pub fn validate_key(key: &str) -> Result<(), BlobError> {

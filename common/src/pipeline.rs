@@ -54,13 +54,9 @@ pub async fn remove_remains(
     videos: &crate::catalog::Videos,
     id: &VideoId,
 ) -> Result<(), EventError> {
-    let objects = media.list(&media_prefix(id)).await.map_err(EventError::retryable)?;
-    if !objects.is_empty() {
-        tracing::info!(video_id = %id, objects = objects.len(), "removing the media of a deleted video");
-    }
-    for object in objects {
-        media.delete(&object.key).await.map_err(EventError::retryable)?;
-    }
+    crate::blobs::delete_under(media, &media_prefix(id))
+        .await
+        .map_err(EventError::retryable)?;
     videos.remove_records(id).await.map_err(EventError::retryable)
 }
 

@@ -336,10 +336,7 @@ impl Uploads {
                 Err(err) => return Err(err),
             }
         }
-        for object in sources.list(&upload.scratch_prefix()).await? {
-            sources.delete(&object.key).await?;
-        }
-        Ok(())
+        crate::blobs::delete_under(sources, &upload.scratch_prefix()).await
     }
 
     /// Ends every open upload that expired before `now`: its bytes are discarded, its record says

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use common::access::Rule;
-use common::blobs::{BlobError, Blobs};
+use common::blobs::{Blobs, delete_under};
 use common::catalog::text::query_terms;
 use common::catalog::{ListError, Listing, Video, VideoStatus, Videos};
 use common::chains::Chains;
@@ -27,7 +27,6 @@ use common::problem::{ApiError, Path};
 use common::queue::Queue;
 use common::store::StoreError;
 use common::uploads::{UploadError, UploadState, Uploads};
-use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
 pub use edit::Edit;
@@ -35,8 +34,6 @@ pub use edit::Edit;
 /// Videos a listing page holds unless `limit` says otherwise, and at most.
 pub const DEFAULT_LIMIT: usize = 20;
 pub const MAX_LIMIT: usize = 100;
-/// Objects deleted at once when a video goes.
-const DELETES_IN_FLIGHT: usize = 16;
 /// How long a deleting request holds an unfinished upload while it discards its bytes.
 const UPLOAD_LEASE: chrono::Duration = chrono::Duration::seconds(60);
 
@@ -264,12 +261,14 @@ async fn delete(
     let id = video_id(&id)?;
     state.owned_video(&viewer, &id).await?;
     end_upload(&state, &id).await?;
-    delete_objects(state.media.as_ref(), &media_prefix(&id)).await?;
+    delete_under(state.media.as_ref(), &media_prefix(&id))
+        .await
+        .map_err(ApiError::from)?;
     state.sources.delete(&source_key(&id)).await.map_err(ApiError::from)?;
     state.videos.delete(&id).await.map_err(store_error)?;
     // Once more, now that the video is gone: a job that stored files after the first listing finds the
     // video there still, and leaves them. One that stores later finds it gone and removes its own.
-    if let Err(err) = delete_objects(state.media.as_ref(), &media_prefix(&id)).await {
+    if let Err(err) = delete_under(state.media.as_ref(), &media_prefix(&id)).await {
         // Left to a job of the video still to come, if one is (`remove_remains`); else they stay.
         tracing::warn!(video_id = %id, error = %err, "could not remove a deleted video's late media");
     }
@@ -308,18 +307,6 @@ async fn end_upload(state: &AppState, id: &VideoId) -> Result<(), ApiError> {
     ended.lease = None;
     ended.tail = None;
     state.uploads.save(&leased, ended).await.map_err(upload_error)?;
-    Ok(())
-}
-
-/// Deletes every object under `prefix`, several at a time.
-async fn delete_objects(blobs: &dyn Blobs, prefix: &str) -> Result<(), ApiError> {
-    let objects = blobs.list(prefix).await.map_err(ApiError::from)?;
-    futures::stream::iter(objects)
-        .map(|object| async move { blobs.delete(&object.key).await })
-        .buffer_unordered(DELETES_IN_FLIGHT)
-        .try_collect::<Vec<()>>()
-        .await
-        .map_err(|err: BlobError| ApiError::from(err))?;
     Ok(())
 }
 
