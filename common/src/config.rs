@@ -127,6 +127,25 @@ pub struct Config {
     /// The key that signs playback URLs, 64 hex digits (`STREAMGATE_URL_SIGNING_KEY`); required where
     /// they are signed with the aws backend, kept in the data dir otherwise.
     pub url_signing_key: Option<Secret>,
+    pub limits: RateLimits,
+}
+
+/// Rate limits (see [`crate::limits`]); a limit of 0 is none.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimits {
+    /// Requests a minute from one client address to one HTTP function, a quarter of them at once
+    /// (`STREAMGATE_RATE_LIMIT_ADDRESS`, default 6000).
+    pub per_address: u32,
+    /// Authenticated calls a minute of one account to one function, uploads' chunks not counted
+    /// (`STREAMGATE_RATE_LIMIT_ACCOUNT`, default 1200).
+    pub per_account: u32,
+    /// Sign-in calls a minute (nonces, signed messages, wallet links) from one client address, counted in
+    /// the store (`STREAMGATE_RATE_LIMIT_SIGN_IN`, default 60).
+    pub sign_in: u32,
+    /// Proxies in front of the functions whose `X-Forwarded-For` names the client
+    /// (`STREAMGATE_TRUSTED_PROXIES`, comma-separated networks such as `10.0.0.0/8,127.0.0.1/32`; default
+    /// none). Lambda function URLs name the client themselves.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// How sources become streams.
@@ -404,6 +423,31 @@ impl Config {
                 3000u64,
             )?),
             url_signing_key: secret("STREAMGATE_URL_SIGNING_KEY"),
+            limits: RateLimits {
+                per_address: parse_num(
+                    "STREAMGATE_RATE_LIMIT_ADDRESS",
+                    get("STREAMGATE_RATE_LIMIT_ADDRESS"),
+                    6000,
+                )?,
+                per_account: parse_num(
+                    "STREAMGATE_RATE_LIMIT_ACCOUNT",
+                    get("STREAMGATE_RATE_LIMIT_ACCOUNT"),
+                    1200,
+                )?,
+                sign_in: parse_num(
+                    "STREAMGATE_RATE_LIMIT_SIGN_IN",
+                    get("STREAMGATE_RATE_LIMIT_SIGN_IN"),
+                    60,
+                )?,
+                trusted_proxies: match get("STREAMGATE_TRUSTED_PROXIES") {
+                    None => Vec::new(),
+                    Some(value) => parse_networks(&value).ok_or(ConfigError::Invalid {
+                        name: "STREAMGATE_TRUSTED_PROXIES",
+                        value,
+                        expected: "networks such as 10.0.0.0/8,127.0.0.1/32",
+                    })?,
+                },
+            },
         })
     }
 }
@@ -438,6 +482,20 @@ pub fn default_public_url(addr: SocketAddr) -> Url {
     let shown = SocketAddr::new(ip, addr.port());
     Url::parse(&format!("http://{shown}/"))
         .unwrap_or_else(|_| unreachable!("a socket address is a valid URL authority"))
+}
+
+/// Comma-separated networks; a bare address is a network of one.
+fn parse_networks(value: &str) -> Option<Vec<ipnet::IpNet>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| part.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+        })
+        .collect()
 }
 
 fn parse_num<T: std::str::FromStr>(name: &'static str, value: Option<String>, default: T) -> Result<T, ConfigError> {
@@ -539,6 +597,25 @@ mod tests {
     }
 
     #[test]
+    fn rate_limits_and_trusted_proxies() {
+        let defaults = config(&[]).expect("defaults").limits;
+        assert_eq!(
+            (defaults.per_address, defaults.per_account, defaults.sign_in),
+            (6000, 1200, 60)
+        );
+        assert!(defaults.trusted_proxies.is_empty());
+        let set = config(&[
+            ("STREAMGATE_RATE_LIMIT_ADDRESS", "0"),
+            ("STREAMGATE_TRUSTED_PROXIES", " 10.0.0.0/8, 127.0.0.1 ,fd00::/8"),
+        ])
+        .expect("valid")
+        .limits;
+        assert_eq!(set.per_address, 0);
+        let nets: Vec<String> = set.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]);
+    }
+
+    #[test]
     fn rejects_bad_values_by_name() {
         for (name, value) in [
             ("STREAMGATE_BACKEND", "gcp"),
@@ -555,6 +632,9 @@ mod tests {
             ("STREAMGATE_X264_PRESET", "warp"),
             ("STREAMGATE_CHUNK_SECONDS", "30"),
             ("STREAMGATE_MAX_DURATION", "-5"),
+            ("STREAMGATE_RATE_LIMIT_ADDRESS", "-1"),
+            ("STREAMGATE_RATE_LIMIT_SIGN_IN", "many"),
+            ("STREAMGATE_TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal"),
         ] {
             let err = config(&[(name, value)]).expect_err(name);
             assert!(err.to_string().starts_with(name), "{err}");

@@ -12,6 +12,7 @@ pub mod events;
 pub mod identity;
 pub mod ids;
 pub mod ladder;
+pub mod limits;
 pub mod links;
 pub mod media;
 pub mod pipeline;

@@ -182,7 +182,7 @@ impl Jobs {
 
     /// Counts one more job done; the count after it.
     pub async fn count_done(&self, id: &VideoId) -> Result<i64, StoreError> {
-        self.store.increment(&video_pk(id), "progress", "done", 1).await
+        self.store.increment(&video_pk(id), "progress", "done", 1, None).await
     }
 
     /// How many jobs are done.

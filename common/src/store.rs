@@ -282,7 +282,15 @@ pub trait Store: Send + Sync {
     /// and doing the whole batch again is safe. A key must not appear twice in one batch.
     async fn write_batch(&self, puts: Vec<Item>, deletes: Vec<(String, String)>) -> Result<(), StoreError>;
     /// Adds `by` to a numeric attribute (created at 0, with the item if missing) and returns the new value.
-    async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError>;
+    /// An item it creates expires at `expires_at` (Unix seconds); one already there keeps its expiry.
+    async fn increment(
+        &self,
+        pk: &str,
+        sk: &str,
+        attr: &str,
+        by: i64,
+        expires_at: Option<i64>,
+    ) -> Result<i64, StoreError>;
     /// Items of one partition in sort-key order, as every write made before the query left them.
     async fn query(&self, pk: &str, query: Query) -> Result<Page, StoreError>;
     /// Items whose `gsi1pk` is `index_pk`, in `gsi1sk` order. In the cloud an index lags the writes by

@@ -75,7 +75,8 @@ impl LocalServer {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let routes = routes(&config, &ports, &local, config.domain_for(addr)).map_err(LocalError::Setup)?;
-        let app = http_app(info, routes, MetricsRoute::Prometheus(common::telemetry::prometheus()));
+        let app = http_app(info, routes, MetricsRoute::Prometheus(common::telemetry::prometheus()))
+            .limited(common::runtime::address_limit(&config));
         let mut http_stopped = stopped.clone();
         tasks.spawn(async move {
             let stopping = async move {

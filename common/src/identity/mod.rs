@@ -213,7 +213,9 @@ where
             )));
         };
         let sessions = Sessions::from_ref(state);
-        Ok(Self(sessions.verify(token).await.map_err(AuthError::from)?))
+        let session = sessions.verify(token).await.map_err(AuthError::from)?;
+        sessions.admit(&session)?;
+        Ok(Self(session))
     }
 }
 

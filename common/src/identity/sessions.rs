@@ -17,6 +17,8 @@ use pasetors::version4::V4;
 use pasetors::{Public, public};
 
 use super::accounts::AccountId;
+use crate::limits::Keyed;
+use crate::problem::ApiError;
 use crate::store::{Item, Store, StoreError};
 
 const ISSUER: &str = "streamgate";
@@ -116,6 +118,8 @@ pub struct Sessions {
     /// again, and refused). A lookup hashes the token with the cache's fast hasher and compares it
     /// whole; bounded by the tokens' total length. Revocation is still asked of the store on every call.
     verified: Arc<quick_cache::sync::Cache<Box<str>, Verified, TokenLength>>,
+    /// Authenticated calls per account, when limited.
+    calls: Option<Arc<Keyed<AccountId>>>,
 }
 
 /// Weighs a verified token by its length, with room for its session.
@@ -158,6 +162,22 @@ impl Sessions {
             store,
             ttl,
             verified,
+            calls: None,
+        }
+    }
+
+    /// Limits each account to `per_minute` authenticated calls (0: no limit), counted by
+    /// [`Sessions::admit`].
+    pub fn limited(mut self, per_minute: u32) -> Self {
+        self.calls = Keyed::per_minute(per_minute, "calls from this account");
+        self
+    }
+
+    /// Counts one authenticated call of `session`'s account; `429` past its limit.
+    pub fn admit(&self, session: &Session) -> Result<(), ApiError> {
+        match &self.calls {
+            Some(calls) => calls.check(&session.account),
+            None => Ok(()),
         }
     }
 

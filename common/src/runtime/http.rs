@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::FunctionInfo;
 use super::request_metrics::{Counting, RequestMetrics};
+use crate::limits::{AddressLimit, ClientAddress, PeerAddress};
 use crate::problem::{ApiError, method_not_allowed, not_found_fallback};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -76,6 +77,7 @@ pub fn http_app(info: FunctionInfo, router: Router, metrics: MetricsRoute) -> Ht
         inner: app,
         ids: RequestIds::new(),
         metrics: request_metrics,
+        limit: None,
     }
 }
 
@@ -222,6 +224,32 @@ pub struct Edge<S> {
     inner: S,
     ids: RequestIds,
     metrics: Arc<RequestMetrics>,
+    limit: Option<Arc<AddressLimit>>,
+}
+
+impl<S> Edge<S> {
+    /// Resolves each request's [`ClientAddress`] (kept in its extensions for the handlers) and answers
+    /// `429` to an address past `limit`. Requests that come with neither a client nor a peer address
+    /// (an app called in process) are not counted.
+    pub fn limited(mut self, limit: AddressLimit) -> Self {
+        self.limit = Some(Arc::new(limit));
+        self
+    }
+
+    /// Counts a request against the address limit; `Some` problem when the address is past it.
+    fn admit(&self, request: &mut Request) -> Option<ApiError> {
+        let limit = self.limit.as_deref()?;
+        let client = match request.extensions().get::<ClientAddress>() {
+            Some(client) => client.0,
+            None => {
+                let peer = request.extensions().get::<PeerAddress>()?.0;
+                let client = limit.addresses.resolve(peer.ip(), request.headers());
+                request.extensions_mut().insert(ClientAddress(client));
+                client
+            }
+        };
+        limit.check(client).err()
+    }
 }
 
 impl<S> tower::Service<Request> for Edge<S>
@@ -253,9 +281,11 @@ where
         );
         let method = request.method().clone();
         let preflight = is_preflight(&request);
-        let inner = match preflight {
-            true => Either::Right(std::future::ready(Ok(preflight_answer()))),
-            false => {
+        let refused = self.admit(&mut request);
+        let inner = match (preflight, refused) {
+            (true, _) => Either::Right(std::future::ready(Ok(preflight_answer()))),
+            (false, Some(refused)) => Either::Right(std::future::ready(Ok(refused.into_response()))),
+            (false, None) => {
                 let _entered = span.enter();
                 Either::Left(self.inner.call(request))
             }
@@ -577,5 +607,47 @@ mod tests {
         assert_eq!(response.status(), 500);
         assert_eq!(body["code"], "internal");
         assert_eq!(response.headers()["content-type"], "application/problem+json");
+    }
+
+    #[tokio::test]
+    async fn addresses_past_the_limit_get_problems_with_the_common_headers() {
+        use crate::limits::{AddressLimit, ClientAddress, ClientAddresses, PeerAddress};
+
+        let app = app().limited(AddressLimit::new(ClientAddresses::default(), 4));
+        let from = |peer: [u8; 4]| {
+            let mut request = Request::get("/healthz").body(Body::empty()).expect("request");
+            request.extensions_mut().insert(PeerAddress((peer, 40000).into()));
+            request
+        };
+        assert_eq!(
+            app.clone()
+                .oneshot(from([192, 0, 2, 1]))
+                .await
+                .expect("answer")
+                .status(),
+            200
+        );
+        let refused = app.clone().oneshot(from([192, 0, 2, 1])).await.expect("answer");
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.headers()["retry-after"], "15");
+        assert!(refused.headers().contains_key("x-request-id"));
+        assert_eq!(refused.headers()["access-control-allow-origin"], "*");
+        assert_eq!(
+            app.clone()
+                .oneshot(from([192, 0, 2, 2]))
+                .await
+                .expect("answer")
+                .status(),
+            200
+        );
+        // A client address the platform named (a function URL's) is taken as it is.
+        let mut named = from([192, 0, 2, 2]);
+        named.extensions_mut().insert(ClientAddress([192, 0, 2, 1].into()));
+        assert_eq!(app.clone().oneshot(named).await.expect("answer").status(), 429);
+        // Neither: an app called in process, not counted.
+        for _ in 0..3 {
+            let request = Request::get("/healthz").body(Body::empty()).expect("request");
+            assert_eq!(app.clone().oneshot(request).await.expect("answer").status(), 200);
+        }
     }
 }

@@ -23,6 +23,7 @@ pub use self::worker::{QueueWorker, Retry};
 
 use crate::config::{Config, EXIT_CONFIG};
 use crate::events::EventHandler;
+use crate::limits::{AddressLimit, ClientAddress, ClientAddresses};
 
 /// A function's name (kebab-case, as everywhere) and version, for `/healthz`, logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,16 +79,45 @@ pub async fn serve_http(info: FunctionInfo, config: &Config, router: axum::Route
             Err(err) => fail_start(info, "metrics could not start", &err),
         };
         // Function URL requests carry Lambda's body type; the app takes axum's.
+        // The function URL names the client's address itself.
         let app = tower::ServiceBuilder::new()
-            .map_request(|request: lambda_http::Request| request.map(axum::body::Body::new))
-            .service(http_app(info, router, MetricsRoute::Off));
+            .map_request(|request: lambda_http::Request| {
+                let client = source_ip(&request);
+                let mut request = request.map(axum::body::Body::new);
+                if let Some(client) = client {
+                    request.extensions_mut().insert(client);
+                }
+                request
+            })
+            .service(http_app(info, router, MetricsRoute::Off).limited(address_limit(config)));
         return match metrics_cloudwatch_embedded::lambda::service::run_http(collector, app).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => fail_start(info, "the Lambda runtime stopped", &err),
         };
     }
-    let app = http_app(info, router, MetricsRoute::Prometheus(crate::telemetry::prometheus()));
+    let app =
+        http_app(info, router, MetricsRoute::Prometheus(crate::telemetry::prometheus())).limited(address_limit(config));
     serve_on_port(info, config.port, app).await
+}
+
+/// The per-address limit of an HTTP function, as configured.
+pub fn address_limit(config: &Config) -> AddressLimit {
+    AddressLimit::new(
+        ClientAddresses::new(config.limits.trusted_proxies.clone()),
+        config.limits.per_address,
+    )
+}
+
+/// The client address of a function URL request.
+fn source_ip(request: &lambda_http::Request) -> Option<ClientAddress> {
+    use lambda_http::request::RequestContext;
+    let source = match request.extensions().get::<RequestContext>()? {
+        RequestContext::ApiGatewayV2(context) => context.http.source_ip.as_deref()?,
+        #[allow(unreachable_patterns)]
+        _ => return None,
+    };
+    let address = source.parse::<std::net::IpAddr>().ok()?;
+    Some(ClientAddress(address.to_canonical()))
 }
 
 /// Serves an event function: on Lambda for S3, SQS (with partial batch failures) and EventBridge

@@ -32,6 +32,7 @@ use tower::ServiceExt;
 use tower::util::Oneshot;
 
 use super::http::HttpApp;
+use crate::limits::PeerAddress;
 
 /// How long a connection may go without a request under way (received and not yet answered in full)
 /// before it is closed; it is closed within a third more.
@@ -62,9 +63,9 @@ async fn serve_within(
     settings.header_read_timeout(None).max_buf_size(READ_BUFFER);
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) if is_connection_error(&err) => continue,
                 Err(err) => {
                     // Out of file descriptors or memory: wait for connections to close rather than spin.
@@ -82,6 +83,7 @@ async fn serve_within(
         let service = Hyper {
             app: app.clone(),
             activity: activity.clone(),
+            peer: PeerAddress(peer),
         };
         let connection = graceful.watch(settings.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -161,6 +163,7 @@ impl Drop for Open {
 struct Hyper {
     app: HttpApp,
     activity: Arc<Activity>,
+    peer: PeerAddress,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Hyper {
@@ -168,7 +171,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Hyper {
     type Error = Infallible;
     type Future = Answering;
 
-    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
         Answering {
             answer: self.app.clone().oneshot(request.map(Body::new)),
             open: Some(Open::new(&self.activity)),

@@ -155,27 +155,66 @@ async fn conditions(store: &dyn Store) {
 
 async fn counters(store: Arc<dyn Store>) {
     let pk = unique("jobs");
-    assert_eq!(store.increment(&pk, "progress", "done", 1).await.expect("create"), 1);
+    assert_eq!(
+        store.increment(&pk, "progress", "done", 1, None).await.expect("create"),
+        1
+    );
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let store = store.clone();
         let pk = pk.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..5 {
-                store.increment(&pk, "progress", "done", 2).await.expect("increment");
+                store
+                    .increment(&pk, "progress", "done", 2, None)
+                    .await
+                    .expect("increment");
             }
         }));
     }
     for task in tasks {
         task.await.expect("task");
     }
-    assert_eq!(store.increment(&pk, "progress", "done", 0).await.expect("read"), 101);
     assert_eq!(
-        store.increment(&pk, "progress", "done", -1).await.expect("decrement"),
+        store.increment(&pk, "progress", "done", 0, None).await.expect("read"),
+        101
+    );
+    assert_eq!(
+        store
+            .increment(&pk, "progress", "done", -1, None)
+            .await
+            .expect("decrement"),
         100
     );
     let item = store.get(&pk, "progress").await.expect("get").expect("exists");
     assert_eq!(item.attrs["done"], json!(100));
+    assert_eq!(item.expires_at, None);
+
+    // A counter created with an expiry keeps the first one it was given, and is gone after it.
+    let window = unique("limit");
+    let at = now_unix() + 600;
+    assert_eq!(
+        store
+            .increment(&window, "w", "count", 1, Some(at))
+            .await
+            .expect("create"),
+        1
+    );
+    assert_eq!(
+        store
+            .increment(&window, "w", "count", 1, Some(at + 60))
+            .await
+            .expect("count"),
+        2
+    );
+    let item = store.get(&window, "w").await.expect("get").expect("exists");
+    assert_eq!(item.expires_at, Some(at));
+    let past = unique("limit");
+    store
+        .increment(&past, "w", "count", 1, Some(now_unix() - 1))
+        .await
+        .expect("create expired");
+    assert_eq!(store.get(&past, "w").await.expect("get"), None);
 }
 
 async fn exactly_one_creator(store: Arc<dyn Store>) {

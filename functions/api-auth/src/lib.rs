@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use alloy_primitives::Address;
-use axum::extract::{FromRef, State};
+use axum::extract::{Extension, FromRef, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json as AxumJson, Router};
@@ -15,6 +15,7 @@ use common::identity::accounts::Accounts;
 use common::identity::nonces::Nonces;
 use common::identity::sessions::{SessionKeys, Sessions};
 use common::identity::{AuthError, Authenticated, SignIn, SignedMessage};
+use common::limits::{ClientAddress, SignInLimit};
 use common::platform::Ports;
 use common::problem::{ApiError, Json, Path};
 use serde::Serialize;
@@ -22,6 +23,8 @@ use serde::Serialize;
 #[derive(Clone)]
 pub struct AppState {
     sign_in: SignIn,
+    /// Sign-in calls per client address.
+    attempts: SignInLimit,
 }
 
 impl FromRef<AppState> for Sessions {
@@ -38,13 +41,15 @@ impl AppState {
         let sign_in = SignIn {
             nonces: Nonces::new(ports.store.clone(), ttl(config.nonce_ttl)),
             accounts: Accounts::new(ports.store.clone()),
-            sessions: Sessions::new(keys, ports.store.clone(), ttl(config.session_ttl)),
+            sessions: Sessions::new(keys, ports.store.clone(), ttl(config.session_ttl))
+                .limited(config.limits.per_account),
             domain,
             chains: config.chains.ids().collect(),
             contract_wallets: Arc::new(RpcChains::new(&config.chains, config.rpc_timeout)),
             skew: chrono::Duration::seconds(60),
         };
-        Ok(Self { sign_in })
+        let attempts = SignInLimit::new(ports.store.clone(), config.limits.sign_in);
+        Ok(Self { sign_in, attempts })
     }
 }
 
@@ -68,7 +73,11 @@ struct NonceIssued {
     expires_at: DateTime<Utc>,
 }
 
-async fn issue_nonce(State(state): State<AppState>) -> Result<AxumJson<NonceIssued>, ApiError> {
+/// The client address the edge resolved, when it knows one.
+type Client = Option<Extension<ClientAddress>>;
+
+async fn issue_nonce(State(state): State<AppState>, client: Client) -> Result<AxumJson<NonceIssued>, ApiError> {
+    state.attempts.check(client.map(|c| c.0)).await?;
     let (nonce, expires_at) = state.sign_in.nonces.issue().await.map_err(AuthError::from)?;
     Ok(AxumJson(NonceIssued { nonce, expires_at }))
 }
@@ -81,7 +90,12 @@ struct Token {
     expires_at: DateTime<Utc>,
 }
 
-async fn verify(State(state): State<AppState>, Json(signed): Json<SignedMessage>) -> Result<AxumJson<Token>, ApiError> {
+async fn verify(
+    State(state): State<AppState>,
+    client: Client,
+    Json(signed): Json<SignedMessage>,
+) -> Result<AxumJson<Token>, ApiError> {
+    state.attempts.check(client.map(|c| c.0)).await?;
     let signed_in = state.sign_in.sign_in(&signed).await?;
     Ok(AxumJson(Token {
         token: signed_in.token,
@@ -142,8 +156,10 @@ struct Linked {
 async fn link_wallet(
     State(state): State<AppState>,
     auth: Authenticated,
+    client: Client,
     Json(signed): Json<SignedMessage>,
 ) -> Result<AxumJson<Linked>, ApiError> {
+    state.attempts.check(client.map(|c| c.0)).await?;
     let address = state.sign_in.link(&auth.0, &signed).await?;
     let wallets = wallets_of(&state, &auth).await?;
     Ok(AxumJson(Linked {

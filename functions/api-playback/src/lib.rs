@@ -86,7 +86,7 @@ impl AppState {
         let keys = SessionKeys::from_config(config).map_err(|e| e.to_string())?;
         let session_ttl = chrono::Duration::from_std(config.session_ttl).unwrap_or(chrono::Duration::hours(1));
         Ok(Self(Arc::new(Shared {
-            sessions: Sessions::new(keys, ports.store.clone(), session_ttl),
+            sessions: Sessions::new(keys, ports.store.clone(), session_ttl).limited(config.limits.per_account),
             videos: Videos::new(ports.store.clone()),
             accounts: Accounts::new(ports.store.clone()),
             chains: config.chains.clone(),

@@ -62,7 +62,7 @@ impl AppState {
         let keys = SessionKeys::from_config(config).map_err(|e| e.to_string())?;
         let ttl = chrono::Duration::from_std(config.session_ttl).unwrap_or(chrono::Duration::hours(1));
         Ok(Self {
-            sessions: Sessions::new(keys, ports.store.clone(), ttl),
+            sessions: Sessions::new(keys, ports.store.clone(), ttl).limited(config.limits.per_account),
             videos: Videos::new(ports.store.clone()),
             accounts: Accounts::new(ports.store.clone()),
             uploads: Uploads::new(ports.store.clone()),

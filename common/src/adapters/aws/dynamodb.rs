@@ -389,20 +389,31 @@ impl Store for DynamoStore {
         Ok(())
     }
 
-    async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError> {
+    async fn increment(
+        &self,
+        pk: &str,
+        sk: &str,
+        attr: &str,
+        by: i64,
+        expires_at: Option<i64>,
+    ) -> Result<i64, StoreError> {
         Item::new(pk, sk).with(attr, 0).validate()?;
-        let output = self
+        let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(pk, sk)))
-            .update_expression("ADD #a :by")
             .expression_attribute_names("#a", attr)
             .expression_attribute_values(":by", AttributeValue::N(by.to_string()))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(backend)?;
+            .return_values(ReturnValue::AllNew);
+        update = match expires_at {
+            None => update.update_expression("ADD #a :by"),
+            Some(at) => update
+                .update_expression("ADD #a :by SET #ttl = if_not_exists(#ttl, :ttl)")
+                .expression_attribute_names("#ttl", "ttl")
+                .expression_attribute_values(":ttl", AttributeValue::N(at.to_string())),
+        };
+        let output = update.send().await.map_err(backend)?;
         match output.attributes.and_then(|mut a| a.remove(attr)) {
             Some(AttributeValue::N(n)) => n
                 .parse()

@@ -161,8 +161,16 @@ impl LocalStore {
             .await
     }
 
-    async fn increment_now(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError> {
+    async fn increment_now(
+        &self,
+        pk: &str,
+        sk: &str,
+        attr: &str,
+        by: i64,
+        expires_at: Option<i64>,
+    ) -> Result<i64, StoreError> {
         let mut item = Item::new(pk, sk).with(attr, 0);
+        item.expires_at = expires_at;
         item.validate()?;
         let attr = attr.to_owned();
         self.db
@@ -286,8 +294,16 @@ impl Store for LocalStore {
         result
     }
 
-    async fn increment(&self, pk: &str, sk: &str, attr: &str, by: i64) -> Result<i64, StoreError> {
-        self.writing(pk, sk, self.increment_now(pk, sk, attr, by)).await
+    async fn increment(
+        &self,
+        pk: &str,
+        sk: &str,
+        attr: &str,
+        by: i64,
+        expires_at: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        self.writing(pk, sk, self.increment_now(pk, sk, attr, by, expires_at))
+            .await
     }
 
     async fn query(&self, pk: &str, query: Query) -> Result<Page, StoreError> {
