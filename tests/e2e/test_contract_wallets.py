@@ -18,12 +18,12 @@ OWNER = Account.from_key("0x" + "0d" * 32)
 STRANGER = Account.from_key("0x" + "5e" * 32)
 
 
-def deploy_wallet(rpc_url: str, owner: str) -> str:
+def deploy_wallet(rpc_url: str, owner: str, chain_id: int = 31337) -> str:
     web3 = Web3(Web3.HTTPProvider(rpc_url))
     artefact = contract_artefact("SignerWallet")
     contract = web3.eth.contract(abi=artefact["abi"], bytecode=artefact["bytecode"])
     transaction = contract.constructor(owner).build_transaction(
-        {"from": DEPLOYER.address, "nonce": web3.eth.get_transaction_count(DEPLOYER.address), "chainId": 31337}
+        {"from": DEPLOYER.address, "nonce": web3.eth.get_transaction_count(DEPLOYER.address), "chainId": chain_id}
     )
     signed = DEPLOYER.sign_transaction(transaction)
     receipt = web3.eth.wait_for_transaction_receipt(web3.eth.send_raw_transaction(signed.raw_transaction))
@@ -31,14 +31,14 @@ def deploy_wallet(rpc_url: str, owner: str) -> str:
     return receipt.contractAddress
 
 
-def signed_message(url: str, address: str, signer) -> dict:
+def signed_message(url: str, address: str, signer, chain_id: int = 31337) -> dict:
     nonce = requests.post(f"{url}/v1/auth/nonce", timeout=5).json()["nonce"]
     text = SiweMessage(
         domain=urlparse(url).netloc,
         address=address,
         uri=f"{url}/login",
         version="1",
-        chain_id=31337,
+        chain_id=chain_id,
         nonce=nonce,
         issued_at=datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
     ).prepare_message()
@@ -69,3 +69,31 @@ def test_contract_wallet_signs_in_with_its_owners_signature(anvil, start_local):
     down = requests.post(f"{url}/v1/auth/verify", json=signed_message(url, wallet, OWNER), timeout=30)
     assert down.status_code == 503
     assert down.json()["code"] == "chain_unavailable"
+
+
+def test_a_contract_wallet_signs_in_only_on_the_chain_it_was_linked_on(start_local):
+    # The same deployer, at the same nonce, puts a wallet at the same address on two chains: one owned
+    # by its owner, the other by a stranger (as happened to a multisig's address on another network).
+    from test_gated_playback import Chain
+
+    main, side = Chain(31337), Chain(31338)
+    try:
+        wallet = deploy_wallet(main.url, OWNER.address, 31337)
+        assert deploy_wallet(side.url, STRANGER.address, 31338) == wallet
+        url, _ = start_local({"STREAMGATE_RPC_31337": main.url, "STREAMGATE_RPC_31338": side.url})
+
+        owner = requests.post(f"{url}/v1/auth/verify", json=signed_message(url, wallet, OWNER, 31337), timeout=10)
+        assert owner.status_code == 200, owner.text
+        # The stranger's contract vouches for the stranger on its chain: not the owner's account.
+        stranger = requests.post(
+            f"{url}/v1/auth/verify", json=signed_message(url, wallet, STRANGER, 31338), timeout=10
+        )
+        assert stranger.status_code == 401, stranger.text
+        assert stranger.json()["code"] == "wallet_chain_mismatch"
+        assert "31337" in stranger.json()["detail"]
+        # The owner goes on signing in where the wallet was linked.
+        again = requests.post(f"{url}/v1/auth/verify", json=signed_message(url, wallet, OWNER, 31337), timeout=10)
+        assert again.status_code == 200, again.text
+    finally:
+        main.stop()
+        side.stop()

@@ -30,6 +30,9 @@ pub enum AccountError {
     LastWallet,
     #[error("an account links at most {MAX_WALLETS} wallets")]
     TooManyWallets,
+    /// A contract wallet signs in only on the chain whose contract vouched for it when it was linked.
+    #[error("this contract wallet was linked on chain {linked}; sign in on that chain")]
+    OtherChain { linked: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -47,6 +50,31 @@ struct WalletLink {
     #[serde(serialize_with = "checksummed")]
     address: Address,
     linked_at: DateTime<Utc>,
+    /// For a contract wallet (EIP-1271): the chain whose contract vouched for it when it was linked. The
+    /// same address on another chain may be another contract, controlled by someone else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vouched_on: Option<u64>,
+}
+
+/// How a signer proved it controls an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// The address's own key signed (EIP-191): it controls the address on every chain.
+    Key,
+    /// The contract at the address vouched for the signature (EIP-1271) on this chain only.
+    Contract { chain_id: u64 },
+}
+
+impl WalletLink {
+    /// Whether `proof` speaks for this link: a contract wallet's signature counts on its own chain only.
+    fn admits(&self, proof: Proof) -> Result<(), AccountError> {
+        match (self.vouched_on, proof) {
+            (Some(linked), Proof::Contract { chain_id }) if linked != chain_id => {
+                Err(AccountError::OtherChain { linked })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 fn checksummed<S: serde::Serializer>(address: &Address, serializer: S) -> Result<S::Ok, S::Error> {
@@ -103,29 +131,45 @@ impl Accounts {
     }
 
     async fn linked_account(&self, pk: &str) -> Result<Option<AccountId>, StoreError> {
+        Ok(self.wallet_link(pk).await?.map(|link| link.account.clone()))
+    }
+
+    async fn wallet_link(&self, pk: &str) -> Result<Option<Arc<WalletLink>>, StoreError> {
         match self.store.get(pk, "link").await? {
-            Some(item) => Ok(Some(item.record_shared::<WalletLink>()?.account.clone())),
+            Some(item) => Ok(Some(item.record_shared::<WalletLink>()?)),
             None => Ok(None),
         }
     }
 
-    /// The account of `address`, created with it as first wallet when it has none.
+    /// The account of `address`, created with it as first wallet when it has none; signed by the
+    /// address's own key.
     pub async fn sign_in(&self, address: &Address) -> Result<AccountId, AccountError> {
-        if let Some(account) = self.account_of(address).await? {
+        self.sign_in_proven(address, Proof::Key).await
+    }
+
+    /// [`Accounts::sign_in`] with a signature proven by `proof`: a contract wallet linked on one chain
+    /// is refused on another.
+    pub async fn sign_in_proven(&self, address: &Address, proof: Proof) -> Result<AccountId, AccountError> {
+        if let Some(link) = self.wallet_link(&wallet_pk(address)).await? {
+            link.admits(proof)?;
+            let account = link.account.clone();
             // An account that lists no wallet is a first link whose second write failed (see `link`):
             // completed here, or the account could never be used. Any other account lists one at
             // least (`unlink` keeps the last), and its sign-ins write nothing: one racing an unlink of
             // this wallet would list it again after the unlink took it off.
             if self.wallets(&account).await?.is_empty() {
-                self.link(&account, address).await?;
+                self.link_proven(&account, address, proof).await?;
             }
             return Ok(account);
         }
         let account = AccountId::generate();
-        match self.link(&account, address).await {
+        match self.link_proven(&account, address, proof).await {
             Ok(()) => Ok(account),
             // A concurrent first sign-in of the same wallet won: use its account.
-            Err(AccountError::WalletTaken) => self.account_of(address).await?.ok_or(AccountError::WalletTaken),
+            Err(AccountError::WalletTaken) => match self.wallet_link(&wallet_pk(address)).await? {
+                Some(link) => link.admits(proof).map(|()| link.account.clone()),
+                None => Err(AccountError::WalletTaken),
+            },
             Err(other) => Err(other),
         }
     }
@@ -133,6 +177,11 @@ impl Accounts {
     /// Links `address` to `account`; refused when it belongs to another account, or when the account
     /// already has [`MAX_WALLETS`]. Linking a wallet already on this account succeeds.
     pub async fn link(&self, account: &AccountId, address: &Address) -> Result<(), AccountError> {
+        self.link_proven(account, address, Proof::Key).await
+    }
+
+    /// [`Accounts::link`] with a signature proven by `proof`, which a new link keeps.
+    pub async fn link_proven(&self, account: &AccountId, address: &Address, proof: Proof) -> Result<(), AccountError> {
         let wallets = self.wallets(account).await?;
         if wallets.contains(address) {
             return Ok(());
@@ -144,6 +193,10 @@ impl Accounts {
             account: account.clone(),
             address: *address,
             linked_at: Utc::now(),
+            vouched_on: match proof {
+                Proof::Key => None,
+                Proof::Contract { chain_id } => Some(chain_id),
+            },
         };
         let wrote_link = match self
             .store
@@ -311,6 +364,7 @@ mod tests {
             account: account.clone(),
             address: wallet(0),
             linked_at: Utc::now(),
+            vouched_on: None,
         };
         let item = Item::from_record(wallet_pk(&wallet(0)), "link", &link).expect("item");
         accounts.store.put(item, None).await.expect("put");
@@ -391,5 +445,40 @@ mod tests {
                 "taken back"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_contract_wallet_signs_in_on_the_chain_it_was_linked_on_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let accounts = accounts_in(&dir);
+        let on = |chain_id| Proof::Contract { chain_id };
+        let account = accounts.sign_in_proven(&wallet(0), on(1)).await.expect("first sign-in");
+        assert_eq!(
+            accounts.sign_in_proven(&wallet(0), on(1)).await.expect("again"),
+            account
+        );
+        assert!(matches!(
+            accounts.sign_in_proven(&wallet(0), on(10)).await,
+            Err(AccountError::OtherChain { linked: 1 })
+        ));
+        // The address's own key speaks for it on every chain.
+        assert_eq!(accounts.sign_in(&wallet(0)).await.expect("by key"), account);
+
+        // A wallet linked by its key, or linked as a contract wallet by a second write, keeps the proof
+        // it was linked with.
+        let keyed = accounts.sign_in(&wallet(1)).await.expect("by key");
+        assert_eq!(
+            accounts.sign_in_proven(&wallet(1), on(10)).await.expect("any chain"),
+            keyed
+        );
+        accounts.link_proven(&account, &wallet(2), on(137)).await.expect("link");
+        assert_eq!(
+            accounts.sign_in_proven(&wallet(2), on(137)).await.expect("its chain"),
+            account
+        );
+        assert!(matches!(
+            accounts.sign_in_proven(&wallet(2), on(1)).await,
+            Err(AccountError::OtherChain { linked: 137 })
+        ));
     }
 }

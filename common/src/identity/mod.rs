@@ -16,7 +16,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use self::accounts::{AccountError, AccountId, Accounts, MAX_WALLETS};
+use self::accounts::{AccountError, AccountId, Accounts, MAX_WALLETS, Proof};
 use self::nonces::{NonceError, Nonces};
 use self::sessions::{Session, SessionError, Sessions};
 use self::siwe::{Expectations, SignInError, SiweMessage, decode_signature, recover_signer};
@@ -86,6 +86,9 @@ impl From<AuthError> for ApiError {
                 "too_many_wallets",
                 format!("an account links at most {MAX_WALLETS} wallets; unlink one first"),
             ),
+            AuthError::Account(refused @ AccountError::OtherChain { .. }) => {
+                ApiError::unauthorized("wallet_chain_mismatch", refused.to_string())
+            }
             AuthError::Account(AccountError::Store(store)) => ApiError::unavailable(&store),
             AuthError::Chain(chain) => {
                 tracing::warn!(error = %chain, "a contract wallet's signature could not be checked");
@@ -126,8 +129,8 @@ pub struct SignedIn {
 impl SignIn {
     /// Checks a signed message: grammar, domain, chain, URI, times, nonce, then the signature (EIP-191,
     /// or EIP-1271 for contract wallets); then uses up its nonce, so that a replay is refused. Failed
-    /// attempts leave the nonce usable.
-    pub async fn verify(&self, signed: &SignedMessage) -> Result<SiweMessage, AuthError> {
+    /// attempts leave the nonce usable. Returns the message and how its signer proved the address.
+    pub async fn verify(&self, signed: &SignedMessage) -> Result<(SiweMessage, Proof), AuthError> {
         let message = SiweMessage::parse(&signed.message).map_err(SignInError::Malformed)?;
         let expect = Expectations {
             domain: &self.domain,
@@ -147,6 +150,7 @@ impl SignIn {
         let signature = decode_signature(&signed.signature)?;
         let signed_by_key =
             signature.len() == 65 && recover_signer(&signed.message, &signature).ok() == Some(message.address);
+        let mut proof = Proof::Key;
         if !signed_by_key {
             // Not the address's own key: the address may be a contract wallet that vouches for it.
             let hash = alloy_primitives::eip191_hash_message(&signed.message);
@@ -157,15 +161,18 @@ impl SignIn {
             {
                 return Err(SignInError::InvalidSignature.into());
             }
+            proof = Proof::Contract {
+                chain_id: message.chain_id,
+            };
         }
         self.nonces.consume(&message.nonce).await?;
-        Ok(message)
+        Ok((message, proof))
     }
 
     /// Signs in the wallet of a signed message, creating its account on first sign-in.
     pub async fn sign_in(&self, signed: &SignedMessage) -> Result<SignedIn, AuthError> {
-        let message = self.verify(signed).await?;
-        let account = self.accounts.sign_in(&message.address).await?;
+        let (message, proof) = self.verify(signed).await?;
+        let account = self.accounts.sign_in_proven(&message.address, proof).await?;
         let wallets = self.accounts.wallets(&account).await?;
         let (token, expires_at) = self.sessions.issue(&account, &message.address, &wallets)?;
         tracing::info!(address = %message.address, "signed in");
@@ -178,8 +185,10 @@ impl SignIn {
 
     /// Links the wallet of a signed message to the session's account.
     pub async fn link(&self, session: &Session, signed: &SignedMessage) -> Result<Address, AuthError> {
-        let message = self.verify(signed).await?;
-        self.accounts.link(&session.account, &message.address).await?;
+        let (message, proof) = self.verify(signed).await?;
+        self.accounts
+            .link_proven(&session.account, &message.address, proof)
+            .await?;
         tracing::info!(address = %message.address, "wallet linked");
         Ok(message.address)
     }
