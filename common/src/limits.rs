@@ -27,7 +27,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use ipnet::IpNet;
 
 use crate::problem::ApiError;
-use crate::store::{Store, StoreError, now_unix};
+use crate::store::{Store, now_unix};
 
 /// The address a request came from, as [`ClientAddresses`] resolved it; in the request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,48 +186,56 @@ impl AddressLimit {
 pub struct SignInLimit {
     store: Arc<dyn Store>,
     per_minute: u32,
+    /// Addresses found past the limit, with the window they are past it in: refused again without a
+    /// write until it ends, so that a flood from one address does not hammer one counter in the store.
+    refused: Arc<quick_cache::sync::Cache<IpAddr, i64>>,
 }
 
 const WINDOW_SECONDS: i64 = 60;
 
+/// How many refused addresses are remembered at once.
+const REFUSED_REMEMBERED: usize = 16 * 1024;
+
 impl SignInLimit {
     /// `per_minute` calls from one address; 0 turns the limit off.
     pub fn new(store: Arc<dyn Store>, per_minute: u32) -> Self {
-        Self { store, per_minute }
+        Self {
+            store,
+            per_minute,
+            refused: Arc::new(quick_cache::sync::Cache::new(REFUSED_REMEMBERED)),
+        }
     }
 
     /// Counts one sign-in call from `client` (none known: not counted); `429` past the minute's limit.
-    /// The count is kept when the store cannot be reached, and the call let through: a store that fails
-    /// fails the sign-in itself a moment later.
+    /// When the count cannot be kept the call is refused too (`503`): a counter the store throttles is
+    /// one address's flood, and the sign-in it guards writes elsewhere.
     pub async fn check(&self, client: Option<ClientAddress>) -> Result<(), ApiError> {
         let (Some(ClientAddress(address)), true) = (client, self.per_minute > 0) else {
             return Ok(());
         };
         let now = now_unix();
         let window = now.div_euclid(WINDOW_SECONDS);
-        let pk = format!("limit#sign-in#{}", address_key(address));
-        let sk = window.to_string();
-        let expires = (window + 1) * WINDOW_SECONDS;
-        let count = match self.store.increment(&pk, &sk, "count", 1, Some(expires)).await {
-            Ok(count) => count,
-            Err(err) => {
-                log_unavailable(&err);
-                return Ok(());
-            }
+        let ends = (window + 1) * WINDOW_SECONDS;
+        let refused = || {
+            let wait = u64::try_from(ends - now).unwrap_or(1);
+            rate_limited("sign-in attempts from this address", Duration::from_secs(wait))
         };
+        let key = address_key(address);
+        if self.refused.get(&key) == Some(window) {
+            return Err(refused());
+        }
+        let pk = format!("limit#sign-in#{key}");
+        let count = self
+            .store
+            .increment(&pk, &window.to_string(), "count", 1, Some(ends))
+            .await
+            .map_err(|err| ApiError::unavailable(&err))?;
         if count > i64::from(self.per_minute) {
-            let wait = u64::try_from(expires - now).unwrap_or(1);
-            return Err(rate_limited(
-                "sign-in attempts from this address",
-                Duration::from_secs(wait),
-            ));
+            self.refused.insert(key, window);
+            return Err(refused());
         }
         Ok(())
     }
-}
-
-fn log_unavailable(err: &StoreError) {
-    tracing::warn!(error = %err, "the sign-in limit could not be counted; the call goes on");
 }
 
 #[cfg(test)]
@@ -317,6 +325,44 @@ mod tests {
         let v6 = AddressLimit::new(ClientAddresses::default(), 4);
         assert!(v6.check(ip("2001:db8::1")).is_ok());
         assert!(v6.check(ip("2001:db8::2")).is_err());
+    }
+
+    #[tokio::test]
+    async fn sign_in_calls_past_the_limit_are_refused_without_another_write() {
+        use crate::adapters::local::{LocalDb, LocalStore};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn Store> = Arc::new(LocalStore::new(LocalDb::open(&dir.path().join("db")).expect("db")));
+        let limit = SignInLimit::new(store.clone(), 3);
+        // Well inside one minute's window.
+        if now_unix().rem_euclid(WINDOW_SECONDS) > WINDOW_SECONDS - 5 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+        }
+        let client = Some(ClientAddress(ip("192.0.2.7")));
+        for _ in 0..3 {
+            limit.check(client).await.expect("within the limit");
+        }
+        for _ in 0..3 {
+            let refused = limit.check(client).await.expect_err("past the limit");
+            assert_eq!(
+                (refused.status(), refused.code()),
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited")
+            );
+        }
+        limit
+            .check(Some(ClientAddress(ip("192.0.2.8"))))
+            .await
+            .expect("another address");
+        limit.check(None).await.expect("no address known");
+        // The first refusal was counted; the next two were answered from memory.
+        let window = now_unix().div_euclid(WINDOW_SECONDS).to_string();
+        let counter = store
+            .get("limit#sign-in#192.0.2.7", &window)
+            .await
+            .expect("get")
+            .expect("counter");
+        assert_eq!(counter.attrs["count"], serde_json::json!(4));
+        assert!(counter.expires_at.expect("expires") <= now_unix() + WINDOW_SECONDS);
     }
 
     #[test]

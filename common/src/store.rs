@@ -282,7 +282,9 @@ pub trait Store: Send + Sync {
     /// and doing the whole batch again is safe. A key must not appear twice in one batch.
     async fn write_batch(&self, puts: Vec<Item>, deletes: Vec<(String, String)>) -> Result<(), StoreError>;
     /// Adds `by` to a numeric attribute (created at 0, with the item if missing) and returns the new value.
-    /// An item it creates expires at `expires_at` (Unix seconds); one already there keeps its expiry.
+    /// An item without an expiry takes `expires_at` (Unix seconds); one that has one keeps it. An item
+    /// past its expiry that the backend has not removed yet may go on counting (DynamoDB), so counters
+    /// that expire are keyed by their window.
     async fn increment(
         &self,
         pk: &str,

@@ -236,9 +236,13 @@ impl<S> Edge<S> {
         self
     }
 
-    /// Counts a request against the address limit; `Some` problem when the address is past it.
+    /// Counts a request against the address limit; `Some` problem when the address is past it. Health
+    /// checks and metric scrapes (from the platform's own addresses) are not counted.
     fn admit(&self, request: &mut Request) -> Option<ApiError> {
         let limit = self.limit.as_deref()?;
+        if matches!(request.uri().path(), "/healthz" | "/metrics") {
+            return None;
+        }
         let client = match request.extensions().get::<ClientAddress>() {
             Some(client) => client.0,
             None => {
@@ -281,7 +285,8 @@ where
         );
         let method = request.method().clone();
         let preflight = is_preflight(&request);
-        let refused = self.admit(&mut request);
+        // A preflight is answered without being counted: browsers keep its answer for an hour.
+        let refused = if preflight { None } else { self.admit(&mut request) };
         let inner = match (preflight, refused) {
             (true, _) => Either::Right(std::future::ready(Ok(preflight_answer()))),
             (false, Some(refused)) => Either::Right(std::future::ready(Ok(refused.into_response()))),
@@ -614,40 +619,49 @@ mod tests {
         use crate::limits::{AddressLimit, ClientAddress, ClientAddresses, PeerAddress};
 
         let app = app().limited(AddressLimit::new(ClientAddresses::default(), 4));
-        let from = |peer: [u8; 4]| {
-            let mut request = Request::get("/healthz").body(Body::empty()).expect("request");
+        let status = |request: Request| {
+            let app = app.clone();
+            async move { app.oneshot(request).await.expect("answer").status() }
+        };
+        let from = |path: &str, peer: [u8; 4]| {
+            let mut request = Request::get(path).body(Body::empty()).expect("request");
             request.extensions_mut().insert(PeerAddress((peer, 40000).into()));
             request
         };
-        assert_eq!(
-            app.clone()
-                .oneshot(from([192, 0, 2, 1]))
-                .await
-                .expect("answer")
-                .status(),
-            200
-        );
-        let refused = app.clone().oneshot(from([192, 0, 2, 1])).await.expect("answer");
+        assert_eq!(status(from("/nope", [192, 0, 2, 1])).await, 404);
+        let refused = app
+            .clone()
+            .oneshot(from("/nope", [192, 0, 2, 1]))
+            .await
+            .expect("answer");
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(refused.headers()["retry-after"], "15");
+        let retry: u64 = refused.headers()["retry-after"]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((14..=15).contains(&retry), "{retry}");
         assert!(refused.headers().contains_key("x-request-id"));
         assert_eq!(refused.headers()["access-control-allow-origin"], "*");
-        assert_eq!(
-            app.clone()
-                .oneshot(from([192, 0, 2, 2]))
-                .await
-                .expect("answer")
-                .status(),
-            200
-        );
+        assert_eq!(status(from("/nope", [192, 0, 2, 2])).await, 404);
+        // Health checks and preflights are not counted, and not refused.
+        assert_eq!(status(from("/healthz", [192, 0, 2, 1])).await, 200);
+        let mut preflight = from("/nope", [192, 0, 2, 1]);
+        *preflight.method_mut() = Method::OPTIONS;
+        preflight
+            .headers_mut()
+            .insert(header::ACCESS_CONTROL_REQUEST_METHOD, HeaderValue::from_static("GET"));
+        assert_eq!(status(preflight).await, 200);
         // A client address the platform named (a function URL's) is taken as it is.
-        let mut named = from([192, 0, 2, 2]);
+        let mut named = from("/nope", [192, 0, 2, 2]);
         named.extensions_mut().insert(ClientAddress([192, 0, 2, 1].into()));
-        assert_eq!(app.clone().oneshot(named).await.expect("answer").status(), 429);
+        assert_eq!(status(named).await, 429);
         // Neither: an app called in process, not counted.
         for _ in 0..3 {
-            let request = Request::get("/healthz").body(Body::empty()).expect("request");
-            assert_eq!(app.clone().oneshot(request).await.expect("answer").status(), 200);
+            assert_eq!(
+                status(Request::get("/nope").body(Body::empty()).expect("request")).await,
+                404
+            );
         }
     }
 }

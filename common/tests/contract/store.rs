@@ -209,6 +209,13 @@ async fn counters(store: Arc<dyn Store>) {
     );
     let item = store.get(&window, "w").await.expect("get").expect("exists");
     assert_eq!(item.expires_at, Some(at));
+    // One without an expiry takes the one given.
+    store
+        .increment(&pk, "progress", "done", 1, Some(at))
+        .await
+        .expect("count on");
+    let item = store.get(&pk, "progress").await.expect("get").expect("exists");
+    assert_eq!(item.expires_at, Some(at));
     let past = unique("limit");
     store
         .increment(&past, "w", "count", 1, Some(now_unix() - 1))

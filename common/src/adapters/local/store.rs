@@ -177,7 +177,10 @@ impl LocalStore {
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 if let Some(existing) = current(&tx, &item.pk, &item.sk)? {
+                    // An item without an expiry takes the one given, as in DynamoDB.
+                    let expires_at = existing.expires_at.or(item.expires_at);
                     item = existing;
+                    item.expires_at = expires_at;
                 }
                 let value = match item.attrs.get(&attr) {
                     None => 0,
