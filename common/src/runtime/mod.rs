@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-pub use self::cloudevents::event_router;
+pub use self::cloudevents::{Deliveries, event_router};
 pub use self::http::{Health, HttpApp, MetricsRoute, http_app};
 pub use self::lambda::handle_lambda_event;
 pub use self::server::{DRAIN_LIMIT, IDLE_TIMEOUT, READ_BUFFER, serve};
@@ -121,8 +121,14 @@ fn source_ip(request: &lambda_http::Request) -> Option<ClientAddress> {
 }
 
 /// Serves an event function: on Lambda for S3, SQS (with partial batch failures) and EventBridge
-/// payloads, elsewhere as a CloudEvents sink on `POST /` of `0.0.0.0:$PORT`.
-pub async fn serve_events(info: FunctionInfo, config: &Config, handler: Arc<dyn EventHandler>) -> ExitCode {
+/// payloads, elsewhere as a CloudEvents sink on `POST /` of `0.0.0.0:$PORT`, counting each message's
+/// deliveries in `ports.store` (see [`Deliveries`]).
+pub async fn serve_events(
+    info: FunctionInfo,
+    config: &Config,
+    ports: &crate::platform::Ports,
+    handler: Arc<dyn EventHandler>,
+) -> ExitCode {
     if on_lambda() {
         let collector = match crate::telemetry::cloudwatch_emf(info.name) {
             Ok(collector) => collector,
@@ -143,7 +149,7 @@ pub async fn serve_events(info: FunctionInfo, config: &Config, handler: Arc<dyn 
     }
     let app = http_app(
         info,
-        event_router(info, handler),
+        event_router(info, handler, Deliveries::new(ports.store.clone())),
         MetricsRoute::Prometheus(crate::telemetry::prometheus()),
     );
     serve_on_port(info, config.port, app).await
@@ -212,5 +218,5 @@ pub async fn main_events(
         Err(err) => fail_start(info, "storage could not be set up", &err),
     };
     let handler = build(&config, &ports);
-    serve_events(info, &config, handler).await
+    serve_events(info, &config, &ports, handler).await
 }
