@@ -17,6 +17,11 @@ pub mod names {
     pub const FINALIZE_QUEUE: &str = "finalize";
     /// Where the sources bucket's `ObjectCreated` notifications go, as S3 sends them to SQS.
     pub const STORAGE_EVENTS_QUEUE: &str = "storage-events";
+
+    /// The queue a queue's messages go to after their last delivery.
+    pub fn dead_letter_queue(queue: &str) -> String {
+        format!("{queue}-dlq")
+    }
 }
 
 /// The ports, backed by one backend. Each function takes the fields it needs.
@@ -83,7 +88,8 @@ impl Ports {
         let signer = UrlSigner::load_or_create(&dir.join("keys/url-signing.key"))
             .map_err(|e| fail("cannot read the URL signing key", &e))?;
         let queue = |name: &str| {
-            local::LocalQueue::new(db.clone(), name).with_dead_letter(format!("{name}-dlq"), config.max_attempts)
+            local::LocalQueue::new(db.clone(), name)
+                .with_dead_letter(names::dead_letter_queue(name), config.max_attempts)
         };
         let storage_events = queue(names::STORAGE_EVENTS_QUEUE);
         let jobs = queue(names::JOBS_QUEUE);

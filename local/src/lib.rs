@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use common::adapters::local::blob_routes;
+use common::adapters::local::{LocalQueue, blob_routes};
 use common::config::{Backend, Config};
 use common::events::{Event, EventHandler};
-use common::platform::{LocalParts, Ports};
+use common::platform::{LocalParts, Ports, names};
 use common::queue::Queue;
 use common::runtime::{FunctionInfo, MetricsRoute, QueueWorker, Retry, http_app, serve};
 use tokio::sync::{Semaphore, watch};
@@ -139,7 +139,7 @@ fn spawn_workers(
     stopped: &watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(config.workers));
-    let workers: [Dispatch; 3] = [
+    let mut workers: Vec<Dispatch> = vec![
         (
             "on-upload",
             Arc::new(local.storage_events.clone()),
@@ -156,6 +156,12 @@ fn spawn_workers(
             Arc::new(finalize::Handler::new(config, ports)),
         ),
     ];
+    // What the others gave up on fails its video.
+    let dead_letters: Arc<dyn EventHandler> = Arc::new(dead_letters::Handler::new(ports));
+    for queue in [names::STORAGE_EVENTS_QUEUE, names::JOBS_QUEUE, names::FINALIZE_QUEUE] {
+        let dead = LocalQueue::new(local.db.clone(), names::dead_letter_queue(queue));
+        workers.push(("dead-letters", Arc::new(dead), dead_letters.clone()));
+    }
     for (name, queue, handler) in workers {
         let worker = Arc::new(QueueWorker {
             name: name.to_owned(),

@@ -165,3 +165,49 @@ fn a_data_dir_serves_one_server_at_a_time() {
     assert!(String::from_utf8_lossy(&second.stderr).contains("another streamgate-local is using"));
     assert!(terminate(first).success());
 }
+
+#[test]
+fn dead_letters_fail_the_video_they_name() {
+    use common::catalog::{Video, VideoStatus, Videos};
+    use common::platform::names;
+    use common::store::Store;
+
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), 1);
+    let db = LocalDb::open(&dir.path().join("streamgate.db")).expect("db");
+    let videos = |db: &LocalDb| {
+        let store: std::sync::Arc<dyn Store> =
+            std::sync::Arc::new(common::adapters::local::LocalStore::new(db.clone()));
+        Videos::new(store)
+    };
+    let mut video = Video::new(VideoId::generate(), "0x0000000000000000000000000000000000000001");
+    video.status = VideoStatus::Processing;
+    runtime.block_on(videos(&db).create(&video)).expect("create");
+
+    // A job the transcode queue gave up on, as its last delivery left it.
+    let job = serde_json::to_string(&TranscodeJob {
+        video_id: video.id.clone(),
+        job: "video-0".into(),
+    })
+    .expect("job");
+    let dead = LocalQueue::new(db.clone(), names::dead_letter_queue(names::JOBS_QUEUE));
+    runtime.block_on(dead.send(job)).expect("send");
+
+    wait_for("the dead letter to fail its video", Duration::from_secs(30), || {
+        // A fresh store each look: no read of an earlier look is served again.
+        let fresh = LocalDb::open(&dir.path().join("streamgate.db")).expect("db");
+        let seen = runtime
+            .block_on(videos(&fresh).get(&video.id))
+            .expect("get")
+            .expect("video");
+        seen.status == VideoStatus::Failed
+    });
+    let failed = runtime
+        .block_on(videos(&db).get(&video.id))
+        .expect("get")
+        .expect("video");
+    assert_eq!(failed.error.expect("error").code, "transcode_failed");
+    assert_eq!(depth(&db, &names::dead_letter_queue(names::JOBS_QUEUE), &runtime), 0);
+    assert!(terminate(server).success());
+}

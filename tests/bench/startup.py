@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ["api-auth", "api-upload", "api-videos", "api-playback", "api-chains", "on-upload", "transcode",
-             "finalize", "chain-indexer", "gas-monitor", "tx-tracker", "streamgate-local"]
+             "finalize", "dead-letters", "chain-indexer", "gas-monitor", "tx-tracker", "streamgate-local"]
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ BIN_DIR = Path(os.environ.get("STREAMGATE_BIN_DIR", ROOT / "target" / "debug"))
 EVENTS = Path(__file__).parent / "events"
 
 HTTP_FUNCTIONS = ["api-auth", "api-upload", "api-videos", "api-playback", "api-chains"]
-EVENT_FUNCTIONS = ["on-upload", "transcode", "finalize", "chain-indexer", "gas-monitor", "tx-tracker"]
+EVENT_FUNCTIONS = ["on-upload", "transcode", "finalize", "dead-letters", "chain-indexer", "gas-monitor", "tx-tracker"]
 FUNCTIONS = HTTP_FUNCTIONS + EVENT_FUNCTIONS
 
 

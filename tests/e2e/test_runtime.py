@@ -156,4 +156,6 @@ def test_lambda_scheduled_functions_take_eventbridge_events(lambda_function, nam
 
 
 def test_every_event_function_is_covered():
-    assert sorted(EVENT_FUNCTIONS) == sorted(["on-upload", "transcode", "finalize", "chain-indexer", "gas-monitor", "tx-tracker"])
+    assert sorted(EVENT_FUNCTIONS) == sorted(
+        ["on-upload", "transcode", "finalize", "dead-letters", "chain-indexer", "gas-monitor", "tx-tracker"]
+    )

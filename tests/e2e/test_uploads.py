@@ -19,7 +19,7 @@ from cloudevents.core.bindings.http import to_binary_event
 from tusclient import client as tus
 
 from conftest import ROOT, event_json, paserk_secret
-from test_runtime import cloud_event, post_event
+from test_runtime import cloud_event, post_event, sqs_record
 from wallets import ALICE, BOB, bearer, sign_in
 
 MIB = 1024 * 1024
@@ -515,3 +515,26 @@ def test_abandoned_uploads_expire_on_the_cloud_adapters(aws_stack, knative):
     assert s3.list_objects_v2(Bucket=bucket, Prefix=f"uploads/{video_id}/").get("KeyCount") == 0
     pending = [u for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) if video_id in u["Key"]]
     assert pending == []
+
+
+def test_a_source_whose_processing_was_given_up_fails_on_the_cloud_adapters(cloud, lambda_function):
+    # An upload that landed: its video is processing, and its storage event is what on-upload could not
+    # handle. Lambda keeps such an event in the failed-events queue, whose consumer is dead-letters.
+    token = cloud_sign_in(cloud, BOB)
+    upload_url = create_upload(cloud["upload"], token, 3)
+    assert patch_once(upload_url, token, 0, b"abc").status_code == 204
+    assert video_of(cloud["videos"], token, upload_url)["status"] == "processing"
+    video_id = upload_url.rsplit("/", 1)[-1]
+    notification = copy.deepcopy(event_json("s3-object-created.json"))
+    notification["Records"][0]["s3"]["bucket"]["name"] = cloud["names"]["sources"]
+    notification["Records"][0]["s3"]["object"]["key"] = f"sources/{video_id}"
+
+    api, process = lambda_function("dead-letters", cloud["env"])
+    failed_event, noise = sqs_record(json.dumps(notification)), sqs_record("not a letter")
+    kind, response = api.invoke({"Records": [failed_event, noise]})
+    assert (kind, response) == ("response", {"batchItemFailures": []})
+
+    video = video_of(cloud["videos"], token, upload_url)
+    assert video["status"] == "failed"
+    assert video["error"]["code"] == "processing_failed"
+    assert process.alive()

@@ -5,7 +5,9 @@ namespace, images, strategic-merge patches and JSON patches with targets); core 
 validated against the Kubernetes schemas (kubernetes-validate, strict); Knative kinds are checked for
 what the cluster would refuse or what StreamGate needs (one Service per function with probes on /healthz,
 resources, a locked-down container, sane autoscaling, traffic adding up to 100 %, every event function
-subscribed through a Trigger whose route some source feeds, dead-letter sinks that exist)."""
+subscribed through a Trigger whose route some source feeds or a Subscription to a Channel something
+dead-letters into, dead-letter sinks that exist, no Subscription dead-lettering or replying into the Channel
+it reads)."""
 
 import copy
 import os
@@ -207,11 +209,13 @@ def check(where: str, docs: list[dict]) -> None:
 
     brokers = by_kind.get("Broker", {})
     channels = {**by_kind.get("InMemoryChannel", {}), **by_kind.get("Channel", {})}
+    dead_lettered = set()
 
     def dead_letter_ok(owner: str, delivery: dict) -> None:
         sink = delivery.get("deadLetterSink", {}).get("ref", {})
         if sink.get("name") not in channels:
             fail(where, f"{owner} has no dead-letter sink that exists")
+        dead_lettered.add(sink.get("name"))
 
     for name, broker in brokers.items():
         dead_letter_ok(f"Broker {name}", broker.get("spec", {}).get("delivery", {}))
@@ -238,9 +242,24 @@ def check(where: str, docs: list[dict]) -> None:
         if route not in routes_fed:
             fail(where, f"Trigger {name} filters on route {route}, which no source feeds")
         dead_letter_ok(f"Trigger {name}", spec.get("delivery", {}))
+    # A Channel's consumers (the dead letters'): what they fail on must not come back into the Channel.
+    for name, subscription in by_kind.get("Subscription", {}).items():
+        spec = subscription["spec"]
+        channel = spec.get("channel", {}).get("name")
+        if channel not in channels:
+            fail(where, f"Subscription {name} reads the missing Channel {channel}")
+        elif channel not in dead_lettered:
+            fail(where, f"Subscription {name} reads the Channel {channel}, which nothing dead-letters into")
+        subscriber = spec.get("subscriber", {}).get("ref", {})
+        if subscriber.get("kind") != "Service" or subscriber.get("name") not in services:
+            fail(where, f"Subscription {name} delivers to no StreamGate Service")
+        subscribed.add(subscriber.get("name"))
+        for field, target in [("delivery.deadLetterSink", spec.get("delivery", {}).get("deadLetterSink", {})), ("reply", spec.get("reply", {}))]:
+            if target.get("ref", {}).get("name") == channel:
+                fail(where, f"Subscription {name}'s {field} loops back into the Channel {channel} it reads")
     events = {n for n, s in services.items() if s["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "events"}
     if events - subscribed:
-        fail(where, f"event functions without a Trigger: {sorted(events - subscribed)}")
+        fail(where, f"event functions without a Trigger or Subscription: {sorted(events - subscribed)}")
 
 
 def main() -> int:

@@ -1,5 +1,7 @@
-# Alarms on every function's errors and throttles, the API functions' p99 duration and each dead-letter
-# queue's depth; and one CloudWatch dashboard for the platform.
+# Alarms on every function's errors and throttles, the API functions' p99 duration, and each dead-letter
+# queue: letters received (dead-letters drains them, so depth alone no longer tells that any arrived),
+# letters waiting (dead-letters not taking them) and letters kept in flight (dead-letters failing them);
+# and one CloudWatch dashboard for the platform.
 
 locals {
   alarm_actions = var.alarm_topic_arn == "" ? [] : [var.alarm_topic_arn]
@@ -10,10 +12,7 @@ locals {
       "${name}-throttles" = { function = name, metric = "Throttles", threshold = 1, description = "${name} invocations throttled" }
     }
   ]...)
-  dead_letter_queues = merge(
-    { for k, q in aws_sqs_queue.dead : k => q.name },
-    { "failed-events" = aws_sqs_queue.failed_events.name },
-  )
+  dead_letter_queues = { for k, q in local.dead_letter_sources : k => q.name }
 }
 
 resource "aws_cloudwatch_metric_alarm" "function" {
@@ -53,16 +52,57 @@ resource "aws_cloudwatch_metric_alarm" "p99_duration" {
   tags                = var.tags
 }
 
+# Every letter dead-letters receives. SQS counts no message a redrive moves in (NumberOfMessagesSent
+# leaves them out), so receipts are what shows that one arrived; a letter retried counts again.
+resource "aws_cloudwatch_metric_alarm" "dead_letters_received" {
+  for_each            = local.dead_letter_queues
+  alarm_name          = "${var.name}-${each.key}-dead-letters-received"
+  alarm_description   = "dead letters received from ${each.value}: dead-letters fails their videos if still processing"
+  namespace           = "AWS/SQS"
+  metric_name         = "NumberOfMessagesReceived"
+  dimensions          = { QueueName = each.value }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  threshold           = 1
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = var.tags
+}
+
+# Letters nobody takes: dead-letters down, throttled, or its event source mapping disabled.
 resource "aws_cloudwatch_metric_alarm" "dead_letters" {
   for_each            = local.dead_letter_queues
   alarm_name          = "${var.name}-${each.key}-dead-letters"
-  alarm_description   = "messages waiting in ${each.value}"
+  alarm_description   = "messages waiting in ${each.value}: dead-letters is not taking them"
   namespace           = "AWS/SQS"
   metric_name         = "ApproximateNumberOfMessagesVisible"
   dimensions          = { QueueName = each.value }
   statistic           = "Maximum"
   period              = 300
   evaluation_periods  = 1
+  threshold           = 1
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = var.tags
+}
+
+# Letters dead-letters keeps failing: reported as batch item failures, they count in no Lambda error but
+# stay in flight (received again after each visibility timeout), as a letter taken in time never does.
+resource "aws_cloudwatch_metric_alarm" "dead_letters_in_flight" {
+  for_each            = local.dead_letter_queues
+  alarm_name          = "${var.name}-${each.key}-dead-letters-in-flight"
+  alarm_description   = "messages in flight in ${each.value} for 15 minutes: dead-letters keeps failing them"
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesNotVisible"
+  dimensions          = { QueueName = each.value }
+  statistic           = "Minimum"
+  period              = 300
+  evaluation_periods  = 3
   threshold           = 1
   comparison_operator = "GreaterThanOrEqualToThreshold"
   treat_missing_data  = "notBreaching"
@@ -128,6 +168,13 @@ resource "aws_cloudwatch_dashboard" "this" {
             ["StreamGate", "streamgate_playback_grants_total", "function", "api-playback"],
             ["StreamGate", "streamgate_playback_denials_total", "function", "api-playback"],
           ]
+        }
+      },
+      {
+        type = "metric", x = 0, y = 18, width = 12, height = 6
+        properties = {
+          title = "Dead letters received by dead-letters", region = local.region, stat = "Sum", period = 300, view = "timeSeries"
+          metrics = [for q in values(local.dead_letter_queues) : ["AWS/SQS", "NumberOfMessagesReceived", "QueueName", q]]
         }
       },
     ]

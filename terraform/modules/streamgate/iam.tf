@@ -44,6 +44,9 @@ locals {
       { actions = ["s3:ListBucket"], resources = [aws_s3_bucket.media.arn] },
       { actions = local.queue_consume, resources = [aws_sqs_queue.finalize.arn] },
     ]
+    "dead-letters" = [
+      { actions = local.queue_consume, resources = [for q in values(local.dead_letter_sources) : q.arn] },
+    ]
     "chain-indexer" = []
     "gas-monitor"   = []
     "tx-tracker"    = []

@@ -20,6 +20,7 @@ locals {
     "on-upload"     = { kind = "storage", memory = 1024, timeout = 300, ffmpeg = true, rpc = false, session = false }
     "transcode"     = { kind = "queue", memory = 3008, timeout = 900, ffmpeg = true, rpc = false, session = false }
     "finalize"      = { kind = "queue", memory = 2048, timeout = 900, ffmpeg = true, rpc = false, session = false }
+    "dead-letters"  = { kind = "queue", memory = 256, timeout = 30, ffmpeg = false, rpc = false, session = false }
     "chain-indexer" = { kind = "schedule", memory = 256, timeout = 60, ffmpeg = false, rpc = true, session = false }
     "gas-monitor"   = { kind = "schedule", memory = 256, timeout = 60, ffmpeg = false, rpc = true, session = false }
     "tx-tracker"    = { kind = "schedule", memory = 256, timeout = 60, ffmpeg = false, rpc = true, session = false }

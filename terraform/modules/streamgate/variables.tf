@@ -119,7 +119,7 @@ variable "functions" {
   validation {
     condition = alltrue([for name in keys(var.functions) : contains([
       "api-auth", "api-upload", "api-videos", "api-playback", "api-chains", "on-upload", "transcode",
-      "finalize", "chain-indexer", "gas-monitor", "tx-tracker",
+      "finalize", "dead-letters", "chain-indexer", "gas-monitor", "tx-tracker",
     ], name)])
     error_message = "functions keys must be StreamGate function names."
   }
