@@ -97,3 +97,36 @@ def test_a_contract_wallet_signs_in_only_on_the_chain_it_was_linked_on(start_loc
     finally:
         main.stop()
         side.stop()
+
+
+def test_a_contract_wallets_tokens_count_only_on_the_chain_it_was_linked_on(start_local, tmp_path):
+    # The owner's wallet holds tokens on one chain; a stranger's contract sits at the same address on
+    # another chain, and the stranger signs in with it before the owner ever does.
+    from test_gated_playback import Chain
+    from test_playback import upload_ready_video
+    from wallets import ALICE, bearer, sign_in
+
+    main, side = Chain(31337), Chain(31338)
+    try:
+        wallet = deploy_wallet(main.url, OWNER.address, 31337)
+        assert deploy_wallet(side.url, STRANGER.address, 31338) == wallet
+        fans = main.deploy("FanToken")
+        main.call(DEPLOYER, fans.functions.mint(wallet, 10**18))
+        url, _ = start_local(
+            {"STREAMGATE_RPC_31337": main.url, "STREAMGATE_RPC_31338": side.url, "STREAMGATE_LADDER": "240p"}
+        )
+        rule = {"type": "token", "chainId": 31337, "contract": fans.address, "standard": "erc20"}
+        video = upload_ready_video(url, sign_in(url, ALICE), tmp_path / "gated.mp4", seconds=2, access=rule)
+
+        squatter = requests.post(
+            f"{url}/v1/auth/verify", json=signed_message(url, wallet, STRANGER, 31338), timeout=10
+        )
+        assert squatter.status_code == 200, squatter.text
+        played = requests.get(
+            f"{url}/v1/videos/{video}/playback", headers=bearer(squatter.json()["token"]), timeout=10
+        )
+        assert played.status_code == 403, played.text
+        assert played.json()["code"] == "access_denied"
+    finally:
+        main.stop()
+        side.stop()

@@ -245,6 +245,21 @@ impl Batcher {
     }
 }
 
+/// A wallet of a viewer's account, as far as holdings go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wallet {
+    pub address: Address,
+    /// A contract wallet speaks for its address on the chain it was proven on only: the same address on
+    /// another chain may be someone else's contract, whose tokens are not the viewer's.
+    pub only_on: Option<u64>,
+}
+
+impl From<Address> for Wallet {
+    fn from(address: Address) -> Self {
+        Self { address, only_on: None }
+    }
+}
+
 /// Holdings of wallets, and whether they satisfy access rules.
 ///
 /// Two in-process caches: `fresh` answers warm checks (a lookup is a hash and a shard's read lock, the
@@ -281,7 +296,7 @@ impl Holdings {
     }
 
     /// Whether `wallets` together satisfy `rule`.
-    pub async fn evaluate(&self, rule: &Rule, wallets: &[Address]) -> Verdict {
+    pub async fn evaluate(&self, rule: &Rule, wallets: &[Wallet]) -> Verdict {
         // The usual rule, one token condition, is decided on its holding alone, without a table.
         if let Rule::Token(only) = rule {
             let amount = self.held(only, wallets).await;
@@ -299,22 +314,30 @@ impl Holdings {
         })
     }
 
-    /// What `wallets` hold together of the condition's token. When some holdings could not be read, the
-    /// sum of the others answers only if it already reaches the condition's minimum.
-    pub async fn held(&self, condition: &TokenCondition, wallets: &[Address]) -> Result<U256, ChainError> {
+    /// What `wallets` hold together of the condition's token; a wallet that speaks for its address on one
+    /// chain only counts on that chain. When some holdings could not be read, the sum of the others
+    /// answers only if it already reaches the condition's minimum.
+    pub async fn held(&self, condition: &TokenCondition, wallets: &[Wallet]) -> Result<U256, ChainError> {
         let mut total = U256::ZERO;
         let mut failure = None;
         let mut add = |holding: Result<U256, ChainError>| match holding {
             Ok(amount) => total = total.saturating_add(amount),
             Err(err) => failure = failure.take().or(Some(err)),
         };
+        let counts = |wallet: &&Wallet| wallet.only_on.is_none_or(|chain| chain == condition.chain_id);
         match wallets {
             // One wallet (the usual account) is awaited as it is, without join_all's allocations.
-            [only] => add(self.holding(HoldingKey::new(condition, *only)).await),
-            _ => join_all(wallets.iter().map(|&w| self.holding(HoldingKey::new(condition, w))))
-                .await
-                .into_iter()
-                .for_each(add),
+            [only] if counts(&only) => add(self.holding(HoldingKey::new(condition, only.address)).await),
+            [_] => {}
+            _ => join_all(
+                wallets
+                    .iter()
+                    .filter(counts)
+                    .map(|w| self.holding(HoldingKey::new(condition, w.address))),
+            )
+            .await
+            .into_iter()
+            .for_each(add),
         }
         match failure {
             Some(err) if total < condition.min_balance => Err(err),

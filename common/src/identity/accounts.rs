@@ -7,6 +7,7 @@ use alloy_primitives::Address;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::chains::holdings::Wallet;
 use crate::store::{Condition, Item, Query, Store, StoreError};
 
 /// An account's id.
@@ -231,10 +232,24 @@ impl Accounts {
         Ok(())
     }
 
-    /// The account's wallets, in the order of their addresses.
-    pub async fn wallets(&self, account: &AccountId) -> Result<Vec<Address>, StoreError> {
-        let page = self
-            .store
+    /// The account's wallets for evaluating holdings: a contract wallet counts on the chain it was
+    /// linked on only.
+    pub async fn holders(&self, account: &AccountId) -> Result<Vec<Wallet>, StoreError> {
+        let page = self.listed(account).await?;
+        page.items
+            .iter()
+            .map(|item| {
+                let link = item.record_shared::<WalletLink>()?;
+                Ok(Wallet {
+                    address: link.address,
+                    only_on: link.vouched_on,
+                })
+            })
+            .collect()
+    }
+
+    async fn listed(&self, account: &AccountId) -> Result<Arc<crate::store::Page>, StoreError> {
+        self.store
             .query_shared(
                 &account_pk(account),
                 Query {
@@ -242,7 +257,12 @@ impl Accounts {
                     ..Query::prefix("wallet#")
                 },
             )
-            .await?;
+            .await
+    }
+
+    /// The account's wallets, in the order of their addresses.
+    pub async fn wallets(&self, account: &AccountId) -> Result<Vec<Address>, StoreError> {
+        let page = self.listed(account).await?;
         page.items
             .iter()
             .map(|item| Ok(item.record_shared::<WalletLink>()?.address))

@@ -148,14 +148,14 @@ async fn authorize(state: &AppState, video: &Video, viewer: Option<&Authenticate
     };
     let wallets = state
         .accounts
-        .wallets(viewer.account())
+        .holders(viewer.account())
         .await
         .map_err(|e| ApiError::unavailable(&e))?;
     // The owner's wallet is linked to the owner's account, and to no other.
     if video
         .owner
         .parse::<Address>()
-        .is_ok_and(|owner| wallets.contains(&owner))
+        .is_ok_and(|owner| wallets.iter().any(|wallet| wallet.address == owner))
     {
         return Ok(());
     }

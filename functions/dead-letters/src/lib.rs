@@ -14,6 +14,9 @@ use common::pipeline::{FinalizeJob, TranscodeJob, source_video_id};
 use common::platform::Ports;
 use serde_json::Value;
 
+/// How much of a letter that names no video goes to the log.
+const LOGGED_CHARS: usize = 2048;
+
 pub struct Handler {
     videos: Videos,
 }
@@ -107,8 +110,10 @@ impl Handler {
     async fn take(&self, message: &Message) -> Result<(), EventError> {
         let letters = read(&message.body);
         if letters.is_empty() {
-            // Nothing to do for it; kept in the log, never retried.
-            tracing::warn!(message_id = %message.id, "a dead letter that names no video");
+            // Nothing to do for it (a failed schedule's event, a stranger's message): kept in the log,
+            // never retried.
+            let body: String = message.body.chars().take(LOGGED_CHARS).collect();
+            tracing::warn!(message_id = %message.id, %body, "a dead letter that names no video");
             metrics::counter!("streamgate_dead_letters_total", "stage" => "unknown", "outcome" => "ignored")
                 .increment(1);
             return Ok(());
