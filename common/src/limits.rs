@@ -3,8 +3,8 @@
 //! - **Per client address**, on every request of an HTTP surface: a flood guard kept in process (GCRA,
 //!   through `governor`), so that it costs a hash lookup and no I/O on the hot path. On Lambda it holds
 //!   per instance.
-//! - **Per account** (the signed-in wallet's), on authenticated calls: in process as well, checked once the
-//!   session is known ([`crate::identity::Authenticated`]).
+//! - **Per account** (all its wallets together), on authenticated calls: in process as well, checked once
+//!   the session is known ([`crate::identity::Authenticated`]).
 //! - **Sign-in calls per client address** (nonces, signatures, wallet links): counted in the store in
 //!   windows of a minute, so the limit holds across Lambda instances and Knative replicas. Every signature
 //!   checked may cost chain calls (EIP-1271), and failed ones leave their nonce usable, so this is what
@@ -146,15 +146,6 @@ impl<K: std::hash::Hash + Eq + Clone> Keyed<K> {
         self.limiter
             .check_key(key)
             .map_err(|refused| rate_limited(self.what, refused.wait_time_from(self.clock.now())))
-    }
-
-    /// Keys being tracked.
-    pub fn len(&self) -> usize {
-        self.limiter.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.limiter.is_empty()
     }
 }
 
