@@ -365,6 +365,22 @@ impl Videos {
         self.store.put(Self::item(video)?, Some(Condition::NotExists)).await
     }
 
+    /// Fails a video that is still processing with `error`; one that finished, failed or was deleted
+    /// meanwhile is left as it is. Returns whether it failed it.
+    pub async fn fail_processing(&self, id: &VideoId, error: VideoError) -> Result<bool, StoreError> {
+        let mut failed = false;
+        self.update(id, |video| {
+            failed = video.status == VideoStatus::Processing;
+            if failed {
+                video.status = VideoStatus::Failed;
+                video.error = Some(error.clone());
+            }
+            failed
+        })
+        .await?;
+        Ok(failed)
+    }
+
     /// Changes a video with `change`, which sees the current record and returns `false` to leave it as it
     /// is. The write is conditional on the record not having changed since it was read (its `updatedAt`),
     /// and is retried on a fresh read when it has, so concurrent updates never undo each other. Returns

@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use async_trait::async_trait;
-use common::catalog::{VideoError, VideoStatus, Videos};
+use common::catalog::{VideoError, Videos};
 use common::events::{Event, EventError, EventHandler, Message, Trigger, parse_s3_notification};
 use common::ids::VideoId;
 use common::pipeline::{FinalizeJob, TranscodeJob, source_video_id};
@@ -88,25 +88,6 @@ impl Handler {
         }
     }
 
-    /// Fails `id` at `stage` if it is still processing; a video that finished, failed or was deleted
-    /// meanwhile is left as it is.
-    async fn fail(&self, id: &VideoId, stage: &Stage) -> Result<bool, EventError> {
-        let error = stage.error();
-        let mut failed = false;
-        self.videos
-            .update(id, |video| {
-                failed = video.status == VideoStatus::Processing;
-                if failed {
-                    video.status = VideoStatus::Failed;
-                    video.error = Some(error.clone());
-                }
-                failed
-            })
-            .await
-            .map_err(EventError::retryable)?;
-        Ok(failed)
-    }
-
     async fn take(&self, message: &Message) -> Result<(), EventError> {
         let letters = read(&message.body);
         if letters.is_empty() {
@@ -119,7 +100,11 @@ impl Handler {
             return Ok(());
         }
         for (id, stage) in letters {
-            let failed = self.fail(&id, &stage).await?;
+            let failed = self
+                .videos
+                .fail_processing(&id, stage.error())
+                .await
+                .map_err(EventError::retryable)?;
             let outcome = if failed { "failed_video" } else { "no_change" };
             tracing::warn!(video_id = %id, stage = stage.name(), outcome, "dead letter");
             metrics::counter!("streamgate_dead_letters_total", "stage" => stage.name(), "outcome" => outcome)
@@ -148,7 +133,7 @@ mod tests {
     use std::sync::Arc;
 
     use common::adapters::local::{LocalDb, LocalStore};
-    use common::catalog::Video;
+    use common::catalog::{Video, VideoStatus};
     use common::store::Store;
 
     use super::*;

@@ -55,19 +55,12 @@ impl Handler {
     async fn fail(&self, id: &VideoId, why: &EventError) -> Result<(), EventError> {
         // The cause (ffmpeg's words, local paths) goes to the log, not to what the owner reads.
         tracing::warn!(video_id = %id, error = %why, "finalize failed for good");
-        let detail = "the stream could not be packaged".to_owned();
+        let error = common::catalog::VideoError {
+            code: "finalize_failed".into(),
+            detail: "the stream could not be packaged".to_owned(),
+        };
         self.videos
-            .update(id, |video| {
-                if video.status != VideoStatus::Processing {
-                    return false;
-                }
-                video.status = VideoStatus::Failed;
-                video.error = Some(common::catalog::VideoError {
-                    code: "finalize_failed".into(),
-                    detail: detail.clone(),
-                });
-                true
-            })
+            .fail_processing(id, error)
             .await
             .map_err(EventError::retryable)?;
         Ok(())

@@ -152,18 +152,12 @@ impl Handler {
     }
 
     async fn fail(&self, id: &VideoId, detail: String) -> Result<(), EventError> {
+        let error = VideoError {
+            code: "transcode_failed".into(),
+            detail,
+        };
         self.videos
-            .update(id, |video| {
-                if video.status != VideoStatus::Processing {
-                    return false;
-                }
-                video.status = VideoStatus::Failed;
-                video.error = Some(VideoError {
-                    code: "transcode_failed".into(),
-                    detail: detail.clone(),
-                });
-                true
-            })
+            .fail_processing(id, error)
             .await
             .map_err(EventError::retryable)?;
         Ok(())
