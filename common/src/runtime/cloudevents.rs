@@ -81,25 +81,14 @@ async fn receive(State(sink): State<Sink>, headers: HeaderMap, body: Bytes) -> R
         .map_err(|e| ApiError::bad_request("malformed_event", format!("not a CloudEvent: {e}")))?;
     let span = tracing::info_span!("event", function = info.name, event_id = %event.id(), event_type = %event.ty());
     let _entered = span.enter();
-    let result = match events_of(handler.trigger(), &event) {
-        Ok(mut events) => {
-            let counted = match events.as_mut_slice() {
-                [Event::Message(message)] => match deliveries.count(info.name, event.id()).await {
-                    Ok(count) => {
-                        message.receive_count = count;
-                        Ok(())
-                    }
-                    Err(err) => Err(err),
-                },
-                _ => Ok(()),
-            };
-            match counted {
-                Ok(()) => handle_all(handler.as_ref(), events).await,
-                Err(err) => Err(err),
-            }
+    let result = async {
+        let mut events = events_of(handler.trigger(), &event)?;
+        if let [Event::Message(message)] = events.as_mut_slice() {
+            message.receive_count = deliveries.count(info.name, event.id()).await?;
         }
-        Err(err) => Err(err),
-    };
+        handle_all(handler.as_ref(), events).await
+    }
+    .await;
     match result {
         Ok(()) => Ok(StatusCode::ACCEPTED),
         Err(err) => {
