@@ -87,6 +87,12 @@ impl ApiError {
         .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
     }
 
+    /// `503 chain_unavailable`: no RPC URL of a chain the request reads answered. Retryable by the client.
+    pub fn chain_unavailable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "chain_unavailable", detail)
+            .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+    }
+
     /// Adds a header to the answer (`Retry-After`, `WWW-Authenticate`, protocol headers).
     pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));

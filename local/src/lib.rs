@@ -124,7 +124,7 @@ fn routes(config: &Config, ports: &Ports, local: &LocalParts, domain: String) ->
         .merge(api_upload::router(api_upload::AppState::new(config, ports)?))
         .merge(api_videos::router(api_videos::AppState::new(config, ports)?))
         .merge(api_playback::router(api_playback::AppState::new(config, ports)?))
-        .merge(api_chains::router(api_chains::AppState::new(config, ports)))
+        .merge(api_chains::router(api_chains::AppState::new(config, ports)?))
         .merge(blob_routes([local.sources.clone(), local.media.clone()])))
 }
 
@@ -178,8 +178,8 @@ fn spawn_schedules(tasks: &mut JoinSet<()>, config: &Config, ports: &Ports, stop
     let scheduled: [(&str, Arc<dyn EventHandler>); 4] = [
         ("on-upload", Arc::new(on_upload::Handler::new(config, ports))),
         ("chain-indexer", Arc::new(chain_indexer::Handler::new(ports))),
-        ("gas-monitor", Arc::new(gas_monitor::Handler::new(ports))),
-        ("tx-tracker", Arc::new(tx_tracker::Handler::new(ports))),
+        ("gas-monitor", Arc::new(gas_monitor::Handler::new(config, ports))),
+        ("tx-tracker", Arc::new(tx_tracker::Handler::new(config, ports))),
     ];
     for (name, handler) in scheduled {
         let mut stopped = stopped.clone();

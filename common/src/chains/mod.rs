@@ -1,8 +1,10 @@
 //! The chains StreamGate knows: ten EVM mainnets built in, and any chain given an RPC URL with
 //! `STREAMGATE_RPC_<chainId>` (comma-separated fallbacks), such as a local 31337.
 
+pub mod gas;
 pub mod holdings;
 pub mod rpc;
+pub mod tracking;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

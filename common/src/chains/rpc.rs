@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::providers::bindings::IMulticall3;
 use alloy::providers::{MULTICALL3_ADDRESS, Provider, RootProvider};
-use alloy::rpc::types::TransactionRequest;
+use alloy::rpc::types::{FeeHistory, Transaction, TransactionReceipt, TransactionRequest};
 use alloy::sol;
 use alloy::sol_types::SolCall;
 use alloy::transports::{RpcError as AlloyRpcError, TransportErrorKind};
@@ -269,6 +270,53 @@ impl RpcChains {
                 None
             }
         })
+    }
+
+    /// A read that no contract code runs for (blocks, fees, transactions): an error answer that reads as
+    /// a revert is the node's fault here too, so it fails over like any other.
+    async fn read<T, F, Fut>(&self, chain: u64, call: F) -> Result<T, ChainError>
+    where
+        F: Fn(RootProvider) -> Fut,
+        Fut: Future<Output = Result<T, AlloyRpcError<TransportErrorKind>>>,
+    {
+        match self.first_answer(chain, call).await? {
+            Outcome::Answer(answer) => Ok(answer),
+            Outcome::Refused(reason) => Err(ChainError::Unavailable { chain, last: reason }),
+        }
+    }
+
+    /// The number of the chain's latest block.
+    pub async fn block_number(&self, chain: u64) -> Result<u64, ChainError> {
+        self.read(chain, |p| async move { p.get_block_number().await }).await
+    }
+
+    /// `eth_feeHistory` of the latest `blocks` blocks, with the priority fees paid at `percentiles`.
+    pub async fn fee_history(&self, chain: u64, blocks: u64, percentiles: &[f64]) -> Result<FeeHistory, ChainError> {
+        self.read(chain, |p| async move {
+            p.get_fee_history(blocks, BlockNumberOrTag::Latest, percentiles).await
+        })
+        .await
+    }
+
+    /// A transaction as the node knows it: in a block, waiting in its pool, or `None`.
+    pub async fn transaction(&self, chain: u64, hash: B256) -> Result<Option<Transaction>, ChainError> {
+        self.read(chain, |p| async move { p.get_transaction_by_hash(hash).await })
+            .await
+    }
+
+    /// A transaction's receipt, `None` until it is in a block.
+    pub async fn receipt(&self, chain: u64, hash: B256) -> Result<Option<TransactionReceipt>, ChainError> {
+        self.read(chain, |p| async move { p.get_transaction_receipt(hash).await })
+            .await
+    }
+
+    /// How many transactions of `account` the latest block holds: the nonce its next one takes.
+    pub async fn nonce(&self, chain: u64, account: Address) -> Result<u64, ChainError> {
+        self.read(
+            chain,
+            |p| async move { p.get_transaction_count(account).latest().await },
+        )
+        .await
     }
 
     /// Whether Multicall3 answers at its usual address on `chain` (asked once per chain and process).

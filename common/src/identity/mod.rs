@@ -92,12 +92,7 @@ impl From<AuthError> for ApiError {
             AuthError::Account(AccountError::Store(store)) => ApiError::unavailable(&store),
             AuthError::Chain(chain) => {
                 tracing::warn!(error = %chain, "a contract wallet's signature could not be checked");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "chain_unavailable",
-                    "the wallet's chain did not answer; try again shortly",
-                )
-                .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+                ApiError::chain_unavailable("the wallet's chain did not answer; try again shortly")
             }
         }
     }

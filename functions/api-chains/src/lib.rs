@@ -1,36 +1,93 @@
-//! `api-chains`: Chains, gas prices, contract and transaction tracking (/v1/chains, /v1/gas, /v1/contracts, /v1/transactions).
+//! `api-chains`: the chains this installation knows, their gas prices, and deployments and transactions
+//! followed to confirmation (`/v1/chains`, `/v1/gas`, `/v1/contracts`, `/v1/transactions`).
 #![forbid(unsafe_code)]
 
-use std::sync::Arc;
+use std::str::FromStr;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::get;
+use alloy_primitives::{Address, B256};
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use common::chains::gas::{GasPrices, GasReading, gwei};
+use common::chains::rpc::RpcChains;
+use common::chains::tracking::{MAX_NAME, TrackError, TrackedTx, Tracker, TxStatus};
 use common::chains::{ChainInfo, Chains};
 use common::config::Config;
+use common::identity::Authenticated;
+use common::identity::sessions::{SessionKeys, Sessions};
 use common::platform::Ports;
-use common::store::Store;
-use serde::Serialize;
+use common::problem::{ApiError, Path};
+use serde::{Deserialize, Serialize};
+
+/// A pending transaction asked for is looked at again when its last look is older than this.
+const RECHECK_AFTER: chrono::Duration = chrono::Duration::seconds(5);
 
 /// What the handlers of `api-chains` use.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub chains: Chains,
+    sessions: Sessions,
+    chains: Chains,
+    gas: GasPrices,
+    tracker: Tracker,
+    /// A kept gas reading younger than this is answered as it is; an older one is read again.
+    gas_fresh_for: Duration,
+}
+
+impl FromRef<AppState> for Sessions {
+    fn from_ref(state: &AppState) -> Sessions {
+        state.sessions.clone()
+    }
 }
 
 impl AppState {
-    pub fn new(config: &Config, ports: &Ports) -> Self {
-        Self {
-            store: ports.store.clone(),
+    pub fn new(config: &Config, ports: &Ports) -> Result<Self, String> {
+        let keys = SessionKeys::from_config(config).map_err(|e| e.to_string())?;
+        let ttl = chrono::Duration::from_std(config.session_ttl).unwrap_or(chrono::Duration::hours(1));
+        let rpc = RpcChains::new(&config.chains, config.rpc_timeout);
+        Ok(Self {
+            sessions: Sessions::new(keys, ports.store.clone(), ttl).limited(config.limits.per_account),
             chains: config.chains.clone(),
-        }
+            gas: GasPrices::new(ports.store.clone(), rpc.clone()),
+            tracker: Tracker::new(ports.store.clone(), rpc, config.chains.clone()),
+            // gas-monitor reads every chain once per run: two runs' time lets one be late.
+            gas_fresh_for: config.schedule_interval * 2,
+        })
     }
+
+    /// The chain `id`, which must have an RPC URL here: 404 `chain_unknown` or `chain_not_configured`.
+    fn configured_chain(&self, id: u64) -> Result<&ChainInfo, ApiError> {
+        let chain = self
+            .chains
+            .get(id)
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "chain_unknown", format!("no chain {id} here")))?;
+        if chain.rpc_urls.is_empty() {
+            return Err(not_configured(id, StatusCode::NOT_FOUND));
+        }
+        Ok(chain)
+    }
+}
+
+fn not_configured(id: u64, status: StatusCode) -> ApiError {
+    ApiError::new(
+        status,
+        "chain_not_configured",
+        format!("this installation has no RPC URL for chain {id}"),
+    )
 }
 
 /// The routes of `api-chains`; the runtime adds `/healthz`, `/metrics` and the common layers.
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/v1/chains", get(chains)).with_state(state)
+    Router::new()
+        .route("/v1/chains", get(chains))
+        .route("/v1/gas/{chain_id}", get(gas))
+        .route("/v1/contracts", post(register))
+        .route("/v1/contracts/{chain_id}/{address}", get(contract))
+        .route("/v1/transactions/{chain_id}/{tx_hash}", get(transaction))
+        .with_state(state)
 }
 
 #[derive(Serialize)]
@@ -54,4 +111,258 @@ async fn chains(State(state): State<AppState>) -> Json<Vec<ChainView>> {
             })
             .collect(),
     )
+}
+
+#[derive(Serialize)]
+struct TiersView {
+    slow: String,
+    standard: String,
+    fast: String,
+}
+
+/// Fees in gwei as exact decimal strings.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GasView {
+    chain_id: u64,
+    base_fee_gwei: String,
+    priority_fee_gwei: TiersView,
+    block_number: u64,
+    observed_at: DateTime<Utc>,
+}
+
+impl From<GasReading> for GasView {
+    fn from(reading: GasReading) -> Self {
+        Self {
+            chain_id: reading.chain_id,
+            base_fee_gwei: gwei(reading.base_fee),
+            priority_fee_gwei: TiersView {
+                slow: gwei(reading.priority_fee.slow),
+                standard: gwei(reading.priority_fee.standard),
+                fast: gwei(reading.priority_fee.fast),
+            },
+            block_number: reading.block_number,
+            observed_at: reading.observed_at,
+        }
+    }
+}
+
+/// `GET /v1/gas/{chainId}`: the latest reading gas-monitor kept, or a new one when that is older than
+/// two of its runs. When the chain does not answer, an older reading is better than none: its
+/// `observedAt` says how old.
+async fn gas(State(state): State<AppState>, Path(chain_id): Path<u64>) -> Result<Json<GasView>, ApiError> {
+    state.configured_chain(chain_id)?;
+    let kept = state
+        .gas
+        .latest(chain_id)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    let fresh_for = chrono::Duration::from_std(state.gas_fresh_for).unwrap_or(chrono::Duration::MAX);
+    if let Some(reading) = &kept
+        && Utc::now() - reading.observed_at < fresh_for
+    {
+        return Ok(Json(reading.clone().into()));
+    }
+    match state.gas.sample(chain_id).await {
+        Ok(reading) => Ok(Json(reading.into())),
+        Err(err) => {
+            tracing::warn!(chain = chain_id, error = %err, "reading gas prices failed");
+            kept.map(|reading| Json(reading.into())).ok_or_else(|| {
+                ApiError::chain_unavailable(format!("chain {chain_id} did not answer; try again shortly"))
+            })
+        }
+    }
+}
+
+/// `POST /v1/contracts` body.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Registration {
+    chain_id: u64,
+    tx_hash: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// A transaction's status (`GET /v1/transactions/…`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TxView {
+    chain_id: u64,
+    tx_hash: B256,
+    status: TxStatus,
+    confirmations: u64,
+    block_number: Option<u64>,
+}
+
+/// A registered deployment (`/v1/contracts`): its transaction's status, and the contract once known.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContractView {
+    #[serde(flatten)]
+    transaction: TxView,
+    /// Checksummed (EIP-55).
+    address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    registered_at: DateTime<Utc>,
+}
+
+impl From<&TrackedTx> for TxView {
+    fn from(transaction: &TrackedTx) -> Self {
+        Self {
+            chain_id: transaction.chain_id,
+            tx_hash: transaction.tx_hash,
+            status: transaction.status,
+            confirmations: transaction.confirmations,
+            block_number: transaction.block_number,
+        }
+    }
+}
+
+impl From<TrackedTx> for ContractView {
+    fn from(transaction: TrackedTx) -> Self {
+        Self {
+            transaction: (&transaction).into(),
+            address: transaction.contract_address.map(|address| address.to_checksum(None)),
+            name: transaction.name,
+            registered_at: transaction.registered_at,
+        }
+    }
+}
+
+fn parse_hash(text: &str) -> Option<B256> {
+    let hex = text.strip_prefix("0x")?;
+    (hex.len() == 64).then(|| B256::from_str(hex).ok()).flatten()
+}
+
+fn track_error(err: TrackError, chain_id: u64) -> ApiError {
+    match err {
+        TrackError::NotConfigured(_) => not_configured(chain_id, StatusCode::BAD_REQUEST),
+        TrackError::NotADeployment => ApiError::bad_request(
+            "not_a_deployment",
+            "this transaction does not create a contract; register the transaction that deployed it",
+        ),
+        TrackError::Chain(err) => {
+            tracing::warn!(error = %err, "a tracked transaction's chain did not answer");
+            ApiError::chain_unavailable(format!("chain {chain_id} did not answer; try again shortly"))
+        }
+        TrackError::Store(err) => ApiError::unavailable(&err),
+    }
+}
+
+/// `POST /v1/contracts`: registers a deployment by its transaction and looks at it once; `tx-tracker`
+/// follows it from then on. 201 when new, 200 with what is known when it was registered before.
+async fn register(
+    State(state): State<AppState>,
+    viewer: Authenticated,
+    common::problem::Json(body): common::problem::Json<Registration>,
+) -> Result<Response, ApiError> {
+    let chain_id = body.chain_id;
+    if !state.chains.contains(chain_id) {
+        return Err(ApiError::bad_request(
+            "chain_unknown",
+            format!("no chain {chain_id} here"),
+        ));
+    }
+    let hash = parse_hash(&body.tx_hash)
+        .ok_or_else(|| ApiError::bad_request("invalid_tx_hash", "txHash is 0x and 64 hexadecimal digits"))?;
+    let name = body
+        .name
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty());
+    if name.as_ref().is_some_and(|name| name.chars().count() > MAX_NAME) {
+        return Err(ApiError::bad_request(
+            "invalid_name",
+            format!("a name has at most {MAX_NAME} characters"),
+        ));
+    }
+    let (transaction, created) = state
+        .tracker
+        .register(chain_id, hash, name, &viewer.0.account)
+        .await
+        .map_err(|err| track_error(err, chain_id))?;
+    let location = match transaction.contract_address {
+        Some(address) => format!("/v1/contracts/{chain_id}/{address}"),
+        None => format!("/v1/transactions/{chain_id}/{hash}"),
+    };
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let mut response = (status, Json(ContractView::from(transaction))).into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// A registered transaction as it stands, looked at again first when it is pending and its last look
+/// is a few seconds old; when its chain does not answer, as it was last seen.
+async fn current(state: &AppState, transaction: TrackedTx) -> TrackedTx {
+    if transaction.status.is_final() || Utc::now() - transaction.checked_at < RECHECK_AFTER {
+        return transaction;
+    }
+    match state.tracker.refresh(&transaction, None).await {
+        Ok(next) => next,
+        Err(err) => {
+            tracing::warn!(chain = transaction.chain_id, error = %err, "looking at a tracked transaction failed");
+            transaction
+        }
+    }
+}
+
+/// `GET /v1/contracts/{chainId}/{address}`: the registered deployment that created the contract.
+async fn contract(
+    State(state): State<AppState>,
+    Path((chain_id, address)): Path<(u64, String)>,
+) -> Result<Json<ContractView>, ApiError> {
+    state.configured_chain(chain_id)?;
+    let address = Address::from_str(&address)
+        .map_err(|_| ApiError::bad_request("invalid_address", "the address is 0x and 40 hexadecimal digits"))?;
+    let transaction = state
+        .tracker
+        .by_contract(chain_id, address)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?
+        .ok_or_else(|| ApiError::not_found("no registered deployment created a contract at this address"))?;
+    Ok(Json(current(&state, transaction).await.into()))
+}
+
+/// `GET /v1/transactions/{chainId}/{txHash}`: a registered transaction as tracked, any other as its
+/// chain knows it now.
+async fn transaction(
+    State(state): State<AppState>,
+    Path((chain_id, hash)): Path<(u64, String)>,
+) -> Result<Json<TxView>, ApiError> {
+    state.configured_chain(chain_id)?;
+    let hash = parse_hash(&hash)
+        .ok_or_else(|| ApiError::bad_request("invalid_tx_hash", "the hash is 0x and 64 hexadecimal digits"))?;
+    let registered = state
+        .tracker
+        .get(chain_id, hash)
+        .await
+        .map_err(|e| ApiError::unavailable(&e))?;
+    let transaction = match registered {
+        Some(transaction) => current(&state, transaction).await,
+        None => state
+            .tracker
+            .look_up(chain_id, hash)
+            .await
+            .map_err(|err| track_error(err, chain_id))?
+            .ok_or_else(|| ApiError::not_found("the chain does not know this transaction"))?,
+    };
+    Ok(Json((&transaction).into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_0x_and_64_hex_digits() {
+        let hash = format!("0x{}", "ab".repeat(32));
+        assert_eq!(parse_hash(&hash), Some(B256::repeat_byte(0xab)));
+        assert_eq!(parse_hash(&"ab".repeat(32)), None);
+        assert_eq!(parse_hash(&format!("0x{}", "ab".repeat(31))), None);
+        assert_eq!(parse_hash(&format!("0x{}", "zz".repeat(32))), None);
+        assert_eq!(parse_hash(&format!("0x{}00", "ab".repeat(32))), None);
+    }
 }

@@ -181,12 +181,7 @@ async fn authorize(state: &AppState, video: &Video, viewer: Option<&Authenticate
 }
 
 fn chain_unavailable() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "chain_unavailable",
-        "the chain this video's access rule reads is not answering; try again shortly",
-    )
-    .with_header(header::RETRY_AFTER, HeaderValue::from_static("5"))
+    ApiError::chain_unavailable("the chain this video's access rule reads is not answering; try again shortly")
 }
 
 /// The playback answer (`Playback` in the public contract): `hls`, `dash`, for gated videos

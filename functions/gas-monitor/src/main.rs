@@ -1,7 +1,7 @@
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    common::runtime::main_events(common::function_info!(), |_, ports| {
-        std::sync::Arc::new(gas_monitor::Handler::new(ports))
+    common::runtime::main_events(common::function_info!(), |config, ports| {
+        std::sync::Arc::new(gas_monitor::Handler::new(config, ports))
     })
     .await
 }
