@@ -27,6 +27,9 @@ const CONCURRENCY: usize = 8;
 const PENDING: &str = "tx#pending";
 /// Longest deployment name.
 pub const MAX_NAME: usize = 100;
+/// How long the record of a dropped transaction is kept: most were mistakes or replaced, and any signed-in
+/// account can register any hash.
+const DROPPED_KEPT_FOR: chrono::Duration = chrono::Duration::days(7);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -330,8 +333,10 @@ impl Tracker {
     async fn save(&self, transaction: &TrackedTx, condition: Option<Condition>) -> Result<(), StoreError> {
         let (pk, sk) = tx_key(transaction.chain_id, &transaction.tx_hash);
         let mut item = Item::from_record(pk, sk, transaction)?;
-        if !transaction.status.is_final() {
-            item = item.indexed(PENDING, index_time(transaction.checked_at));
+        match transaction.status {
+            TxStatus::Pending => item = item.indexed(PENDING, index_time(transaction.checked_at)),
+            TxStatus::Dropped => item = item.expiring_at((transaction.checked_at + DROPPED_KEPT_FOR).timestamp()),
+            TxStatus::Confirmed | TxStatus::Failed => {}
         }
         self.store.put(item, condition).await?;
         if let Some(address) = transaction.contract_address {
