@@ -289,9 +289,13 @@ def test_direct_multipart_upload(local_server):
         timeout=30,
     )
     assert done.status_code == 200, done.text
-    assert done.json()["source"]["sha256"] == hashlib.sha256(data).hexdigest()
-    # on-upload may already have refused these bytes, which are no video.
+    # The bytes did not pass through api-upload: on-upload reads them for the digest as processing starts
+    # (and may have done so already), then refuses them, as they are no video.
+    digest = hashlib.sha256(data).hexdigest()
+    assert done.json()["source"]["sha256"] in (None, digest)
     assert done.json()["status"] in ("processing", "failed")
+    video = wait_for_status(local_server, token, created["videoId"], "failed")
+    assert (video["status"], video["source"]["sha256"]) == ("failed", digest)
 
 
 def test_expired_part_urls_are_refused(start_local):
@@ -355,7 +359,7 @@ def test_tus_js_client_on_the_cloud_adapters(cloud, tmp_path):
     assert video["source"]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-def test_direct_multipart_on_the_cloud_adapters(cloud):
+def test_direct_multipart_on_the_cloud_adapters(cloud, lambda_function):
     token = cloud_sign_in(cloud, ALICE)
     data = bytes(range(256)) * (40 * 1024 + 3)  # 10 MiB and a little
     created = direct_upload(cloud["upload"], token, data)
@@ -368,10 +372,23 @@ def test_direct_multipart_on_the_cloud_adapters(cloud):
         timeout=30,
     )
     assert done.status_code == 200, done.text
-    assert done.json()["source"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert done.json()["source"]["sha256"] is None, "read by on-upload, not within the request"
     s3 = cloud["session"].client("s3", endpoint_url=cloud["endpoint"])
     head = s3.head_object(Bucket=cloud["names"]["sources"], Key=f"sources/{created['videoId']}")
     assert head["ContentLength"] == len(data)
+
+    # The object's storage event, as S3 gives it to on-upload on Lambda: the digest is read from S3, and
+    # the bytes, which are no video, refused.
+    notification = copy.deepcopy(event_json("s3-object-created.json"))
+    notification["Records"][0]["s3"]["bucket"]["name"] = cloud["names"]["sources"]
+    notification["Records"][0]["s3"]["object"]["key"] = f"sources/{created['videoId']}"
+    notification["Records"][0]["s3"]["object"]["size"] = len(data)
+    api, _ = lambda_function("on-upload", cloud["env"])
+    kind, _ = api.invoke(notification)
+    assert kind == "response"
+    video = video_of(cloud["videos"], token, created["videoId"])
+    assert video["source"]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert video["status"] == "failed"
 
 
 # On Lambda, function URLs carry binary bodies base64-encoded in an event of at most 6 MB: chunks stop at

@@ -19,7 +19,7 @@ use common::uploads::{Upload, UploadKind, UploadState, part_size_for};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{AppState, blob_error, gone, metadata, new_video, upload_error};
+use crate::{AppState, blob_error, gone, metadata, new_video, store_error, upload_error};
 
 /// Direct parts are larger than tus ones: fewer URLs and requests for the files this path is for.
 const MIN_PART_SIZE: u64 = 8 * common::config::MIB;
@@ -214,26 +214,23 @@ async fn complete(
     if object.size != leased.length {
         return Err(refuse_size(&state, &leased, object.size).await);
     }
-    // The bytes did not pass through here: read them back once for the digest.
-    let sha256 = match state.digest_of(&key).await {
-        Ok(sha256) => sha256,
-        Err(err) => {
-            // The object landed; a `complete` sent again finds it and tries the digest again.
-            release(&leased).await;
-            return Err(err);
-        }
-    };
+    // The bytes did not pass through here: on-upload reads them once for the digest, as its storage
+    // event starts processing. Reading a large file back here would outlast the request's time limit.
     let mut done = leased.clone();
     done.state = UploadState::Complete;
     done.lease = None;
     done.parts = expected;
     done.offset = object.size;
-    done.sha256 = Some(sha256.clone());
     if let Err(err) = state.uploads.save(&leased, done).await {
         release(&leased).await;
         return Err(upload_error(err));
     }
-    let video = state.record_digest(&leased.id, &sha256, object.size).await?;
+    let video = state
+        .videos
+        .get(&leased.id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found("the video was deleted"))?;
     metrics::counter!("streamgate_uploads_completed_total", "kind" => "direct").increment(1);
     tracing::info!(video_id = %leased.id, size = object.size, "direct upload complete");
     Ok(axum::Json(video))

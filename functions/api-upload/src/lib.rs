@@ -25,8 +25,6 @@ use common::platform::Ports;
 use common::problem::ApiError;
 use common::store::StoreError;
 use common::uploads::{Upload, UploadError, UploadState, Uploads};
-use futures::StreamExt;
-use sha2::Digest;
 use url::Url;
 
 pub use metadata::{MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS};
@@ -227,34 +225,6 @@ impl AppState {
                 Err(blob_error(err))
             }
         }
-    }
-
-    /// The SHA-256 of source `key`, read back: for bytes that did not pass through here, or whose running
-    /// digest was lost.
-    async fn digest_of(&self, key: &str) -> Result<String, ApiError> {
-        let mut chunks = self.sources.get_stream(key).await.map_err(blob_error)?;
-        let mut hasher = sha2::Sha256::new();
-        while let Some(chunk) = chunks.next().await {
-            hasher.update(&chunk.map_err(blob_error)?);
-        }
-        Ok(hex::encode(hasher.finalize()))
-    }
-
-    /// Records the digest and size of the source of video `id`, learnt once it landed. 404 if the video
-    /// was deleted meanwhile.
-    async fn record_digest(&self, id: &VideoId, sha256: &str, size: u64) -> Result<Video, ApiError> {
-        self.videos
-            .update(id, |video| match &mut video.source {
-                Some(source) => {
-                    source.size = size;
-                    source.sha256 = Some(sha256.to_owned());
-                    true
-                }
-                None => false,
-            })
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| ApiError::not_found("the video was deleted"))
     }
 }
 

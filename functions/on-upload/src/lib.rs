@@ -1,7 +1,8 @@
 //! `on-upload`: takes the storage event of a finished upload (`sources/{videoId}`), probes the source
-//! through a signed URL (ffprobe reads only what it needs), refuses what cannot become a good stream with a
-//! stable code on the video, chooses the ladder and plans the transcoding jobs, one queue message per
-//! chunk and one for the audio. On a schedule, it ends uploads that were abandoned before they finished.
+//! through a signed URL (ffprobe reads only what it needs), reads its digest when the upload could not,
+//! refuses what cannot become a good stream with a stable code on the video, chooses the ladder and plans
+//! the transcoding jobs, one queue message per chunk and one for the audio. On a schedule, it ends uploads
+//! that were abandoned before they finished.
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
@@ -14,11 +15,13 @@ use common::catalog::{Video, VideoError, VideoStatus, Videos};
 use common::config::{Config, SEGMENT_SECONDS, Transcoding};
 use common::events::{Event, EventError, EventHandler, ObjectCreated, Trigger};
 use common::ids::VideoId;
-use common::media::{MediaLimits, ProbeError, Refusal};
+use common::media::{Accepted, MediaLimits, ProbeError, Refusal};
 use common::pipeline::{Jobs, Plan, TranscodeJob, job_names, live_video, source_key, source_video_id};
 use common::platform::Ports;
 use common::queue::Queue;
 use common::uploads::Uploads;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
 
 /// How long ffprobe and the end-of-file check may take, and how long their signed URL lives.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -126,6 +129,54 @@ impl Handler {
         Ok(())
     }
 
+    /// Whether the source can become a good stream: what ffprobe finds, judged by the media limits, and
+    /// its end decoded. `Err` when the tools could not say.
+    async fn examine(&self, url: &str) -> Result<Result<Accepted, Refusal>, EventError> {
+        let probe = match common::media::probe(url, PROBE_TIMEOUT).await {
+            Ok(probe) => probe,
+            Err(ProbeError::Refused(refusal)) => return Ok(Err(refusal)),
+            Err(ProbeError::Tool(why)) => return Err(EventError::retryable(why)),
+        };
+        let accepted = match common::media::judge(&probe, &self.limits) {
+            Ok(accepted) => accepted,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        match common::media::decodes_to_the_end(url, accepted.duration, PROBE_TIMEOUT).await {
+            Ok(true) => Ok(Ok(accepted)),
+            Ok(false) => {
+                let why = "the file ends before its stated length (was the upload cut short?)";
+                Ok(Err(refusal("corrupt_media", why)))
+            }
+            Err(err) => Err(EventError::retryable(err)),
+        }
+    }
+
+    /// The hex SHA-256 of the stored object `key`, read through once.
+    async fn digest(&self, key: &str) -> Result<String, EventError> {
+        let mut chunks = self.sources.get_stream(key).await.map_err(EventError::retryable)?;
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = chunks.next().await {
+            hasher.update(&chunk.map_err(EventError::retryable)?);
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Records the source's digest on its video, unless one is there already.
+    async fn record_digest(&self, id: &VideoId, sha256: &str) -> Result<(), EventError> {
+        self.videos
+            .update(id, |video| match &mut video.source {
+                Some(source) if source.sha256.is_none() => {
+                    source.sha256 = Some(sha256.to_owned());
+                    true
+                }
+                _ => false,
+            })
+            .await
+            .map_err(EventError::retryable)?;
+        tracing::info!(video_id = %id, "source digest recorded");
+        Ok(())
+    }
+
     async fn plan(&self, object: &ObjectCreated, video: Video) -> Result<(), EventError> {
         let id = video.id.clone();
         if let Some(plan) = self.jobs.plan(&id).await.map_err(EventError::retryable)? {
@@ -162,23 +213,24 @@ impl Handler {
             .await
             .map_err(EventError::retryable)?
             .url;
-        let probe = match common::media::probe(&url, PROBE_TIMEOUT).await {
-            Ok(probe) => probe,
-            Err(ProbeError::Refused(refusal)) => return self.refuse(&id, refusal).await,
-            Err(ProbeError::Tool(why)) => return Err(EventError::retryable(why)),
+        // A source whose bytes did not all pass through api-upload's running digest (a direct upload, a
+        // tus upload whose digest was lost) is read here for it, while ffprobe looks at it: a request
+        // could not read a large file back within its time limit.
+        let unknown_digest = video.source.as_ref().is_some_and(|source| source.sha256.is_none());
+        let digest = async {
+            match unknown_digest {
+                true => Some(self.digest(&key).await),
+                false => None,
+            }
         };
-        let accepted = match common::media::judge(&probe, &self.limits) {
+        let (examined, digest) = tokio::join!(self.examine(&url), digest);
+        if let Some(digest) = digest {
+            self.record_digest(&id, &digest?).await?;
+        }
+        let accepted = match examined? {
             Ok(accepted) => accepted,
             Err(refusal) => return self.refuse(&id, refusal).await,
         };
-        match common::media::decodes_to_the_end(&url, accepted.duration, PROBE_TIMEOUT).await {
-            Ok(true) => {}
-            Ok(false) => {
-                let why = "the file ends before its stated length (was the upload cut short?)";
-                return self.refuse(&id, refusal("corrupt_media", why)).await;
-            }
-            Err(err) => return Err(EventError::retryable(err)),
-        }
 
         let renditions = common::ladder::renditions(
             &self.transcoding.ladder,

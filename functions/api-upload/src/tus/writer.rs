@@ -816,26 +816,11 @@ impl Writer<'_> {
     }
 
     /// The source landed: the upload is complete. When its running digest was lost on the way (see
-    /// `digest`), the file is read back once for it.
+    /// `digest`), on-upload reads the file for it.
     async fn complete(&mut self) {
-        let key = self.upload.key();
         let size = self.upload.length;
         if self.upload.sha256.is_none() {
-            // The upload is complete whatever happens here; only its digest would stay unknown.
-            let recorded = match self.state.digest_of(&key).await {
-                Ok(sha256) => self
-                    .state
-                    .record_digest(&self.upload.id, &sha256, size)
-                    .await
-                    .map(|_| sha256),
-                Err(err) => Err(err),
-            };
-            match recorded {
-                Ok(sha256) => self.upload.sha256 = Some(sha256),
-                Err(err) => {
-                    tracing::error!(video_id = %self.upload.id, error = %err, "could not read back an upload's digest");
-                }
-            }
+            tracing::info!(video_id = %self.upload.id, "the upload's digest is left to on-upload");
         }
         metrics::counter!("streamgate_uploads_completed_total", "kind" => "tus").increment(1);
         tracing::info!(video_id = %self.upload.id, size, "upload complete");
