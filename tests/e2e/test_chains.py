@@ -10,8 +10,9 @@ import pytest
 import requests
 from eth_account import Account
 
-from conftest import contract_artefact, free_port
+from conftest import contract_artefact, event_json, free_port
 from test_gated_playback import CREATOR, DEPLOYER, HOLDER, Chain
+from test_uploads import cloud_sign_in
 from wallets import bearer, sign_in
 
 # Creation code whose constructor reverts at once: PUSH1 0, PUSH1 0, REVERT.
@@ -224,3 +225,48 @@ def test_failed_and_dropped_deployments_and_refused_registrations(chain, start_l
     eventually(
         lambda: requests.get(f"{url}/v1/transactions/31337/{replaced}", timeout=10).json()["status"] == "dropped"
     )
+
+
+def test_gas_and_deployments_on_the_aws_adapters(chain, aws_stack, knative, lambda_function):
+    """api-chains on DynamoDB (moto), gas-monitor and tx-tracker on Lambda woken by their EventBridge
+    schedule."""
+    env = aws_stack["env"] | {
+        "STREAMGATE_DOMAIN": "streamgate.test",
+        "STREAMGATE_RPC_31337": chain.url,
+        "STREAMGATE_CHAIN_TIMEOUT_MS": "1000",
+    }
+    cloud = {"auth": knative("api-auth", env)[0]}
+    chains, _ = knative("api-chains", env)
+    table = aws_stack["session"].client("dynamodb", endpoint_url=aws_stack["endpoint"])
+    table_name = aws_stack["names"]["table"]
+
+    def item(pk: str, sk: str) -> dict:
+        return table.get_item(TableName=table_name, Key={"pk": {"S": pk}, "sk": {"S": sk}}).get("Item", {})
+
+    chain.send(DEPLOYER, {"to": HOLDER.address, "value": 1})
+    gas_monitor, _ = lambda_function("gas-monitor", env)
+    assert gas_monitor.invoke(event_json("eventbridge-schedule.json"))[0] == "response"
+    kept = item("gas#31337", "latest")
+    assert kept["blockNumber"]["N"] == str(chain.web3.eth.block_number)
+    answer = requests.get(f"{chains}/v1/gas/31337", timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["priorityFeeGwei"]["standard"] == "1"
+
+    token = cloud_sign_in(cloud, CREATOR)
+    rpc(chain, "evm_setAutomine", False)
+    tx_hash = send_raw(chain, DEPLOYER, creation("PassNFT"))
+    answer = register(chains, token, txHash=tx_hash)
+    assert (answer.status_code, answer.json()["status"]) == (201, "pending"), answer.text
+    assert item(f"tx#31337#{tx_hash}", "tx")["gsi1pk"]["S"] == "tx#pending"
+
+    rpc(chain, "evm_mine")
+    tracker, _ = lambda_function("tx-tracker", env)
+    assert tracker.invoke(event_json("eventbridge-schedule.json"))[0] == "response"
+    # The tracker found it through the index and wrote it final, out of the index.
+    tracked = item(f"tx#31337#{tx_hash}", "tx")
+    assert tracked["status"]["S"] == "confirmed"
+    assert "gsi1pk" not in tracked
+    receipt = chain.web3.eth.get_transaction_receipt(tx_hash)
+    answer = requests.get(f"{chains}/v1/contracts/31337/{receipt.contractAddress}", timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["status"], answer.json()["blockNumber"]) == ("confirmed", receipt.blockNumber)
