@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::http::HeaderMap;
 use common::blobs::{BlobError, Blobs, CompletedPart, ObjectMeta};
-use common::catalog::{Video, VideoStatus, Videos};
+use common::catalog::{Source, Video, VideoStatus, Videos};
 use common::chains::Chains;
 use common::config::{Config, UploadLimits};
 use common::identity::Authenticated;
@@ -145,7 +145,7 @@ impl AppState {
     /// lands and its storage event starts processing. A video past `uploading` keeps its status: at most
     /// it learns its source. 410 if the video was deleted meanwhile.
     async fn hand_over(&self, upload: &Upload, size: u64, sha256: Option<String>) -> Result<(), ApiError> {
-        let source = common::catalog::Source {
+        let source = Source {
             filename: upload.filename.clone(),
             content_type: upload.content_type.clone(),
             size,
@@ -154,19 +154,25 @@ impl AppState {
         let updated = self
             .videos
             .update(&upload.id, |video| {
+                // on-upload may have read the landed file's digest first: it is kept.
+                let known = video.source.as_ref();
+                let next = Source {
+                    sha256: source.sha256.clone().or_else(|| known.and_then(|k| k.sha256.clone())),
+                    ..source.clone()
+                };
                 if video.status != VideoStatus::Uploading {
                     // Handed over already; or the object landed by a completion whose answer was lost,
                     // and its storage event moved the video on before the upload learnt of it.
-                    if video.source.is_some() {
+                    if known == Some(&next) {
                         return false;
                     }
-                    video.source = Some(source.clone());
+                    video.source = Some(next);
                     return true;
                 }
                 video.status = VideoStatus::Processing;
                 video.progress = 0;
                 video.error = None;
-                video.source = Some(source.clone());
+                video.source = Some(next);
                 true
             })
             .await

@@ -723,7 +723,8 @@ async fn a_last_chunk_sent_again_after_a_completion_that_landed_unseen_completes
     assert_eq!(answer.header("upload-offset"), Some(data.len().to_string().as_str()));
     let record = server.record(&path).await;
     assert_eq!((record.state, record.lease.is_none()), (UploadState::Complete, true));
-    // The digest of the request that landed the file was lost with its answer: on-upload reads it.
+    // The digest of the request that landed the file was lost with its answer: api-upload does not read
+    // the file back, on-upload does (see its tests).
     assert_eq!(record.sha256, None);
     let video = server.video(&path).await.expect("video");
     assert_eq!(video.status, VideoStatus::Ready, "a video further on stays there");
@@ -960,7 +961,7 @@ async fn a_digest_lost_between_servers_is_left_to_on_upload() {
     let record = one.record(&path).await;
     assert_eq!((record.state, record.sha256), (UploadState::Complete, None));
     assert!(one.source(&path).await.as_ref() == data.as_slice());
-    // The request does not read the file back: on-upload reads it for the digest, as it starts processing.
+    // Left to on-upload, which reads the file for it as it starts processing (see its tests).
     let video = one.video(&path).await.expect("video");
     assert_eq!(video.status, VideoStatus::Processing);
     assert_eq!(
@@ -1510,6 +1511,21 @@ async fn a_direct_upload_completed_by_a_lost_try_is_finished_by_the_next() {
         .complete_multipart(&format!("sources/{id}"), &multipart, &landed)
         .await
         .expect("completed by the lost try");
+    // Its storage event came first: on-upload read the digest and recorded what it knew of the source.
+    let sha256 = hex::encode(sha2::Sha256::digest(&data));
+    Videos::new(app.ports.store.clone())
+        .update(&App::id(&path), |video| {
+            video.source = Some(common::catalog::Source {
+                filename: None,
+                content_type: None,
+                size: data.len() as u64,
+                sha256: Some(sha256.clone()),
+            });
+            true
+        })
+        .await
+        .expect("store")
+        .expect("video");
 
     let answer = direct_complete(&app, &app.alice, &id, parts).await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
@@ -1517,7 +1533,9 @@ async fn a_direct_upload_completed_by_a_lost_try_is_finished_by_the_next() {
     let video = app.video(&path).await.expect("video");
     assert_eq!(video.status, VideoStatus::Processing);
     let source = video.source.expect("source recorded");
-    assert_eq!((source.size, source.sha256), (data.len() as u64, None));
+    // The upload's own knowledge of the file joins the digest, which stays.
+    assert_eq!(source.filename.as_deref(), Some("a.mp4"));
+    assert_eq!((source.size, source.sha256), (data.len() as u64, Some(sha256)));
 }
 
 #[tokio::test]

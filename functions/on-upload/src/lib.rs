@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use common::blobs::Blobs;
-use common::catalog::{Video, VideoError, VideoStatus, Videos};
+use common::catalog::{Source, Video, VideoError, VideoStatus, Videos};
 use common::config::{Config, SEGMENT_SECONDS, Transcoding};
 use common::events::{Event, EventError, EventHandler, ObjectCreated, Trigger};
 use common::ids::VideoId;
@@ -151,29 +151,49 @@ impl Handler {
         }
     }
 
-    /// The hex SHA-256 of the stored object `key`, read through once.
-    async fn digest(&self, key: &str) -> Result<String, EventError> {
-        let mut chunks = self.sources.get_stream(key).await.map_err(EventError::retryable)?;
+    /// Reads the source of video `id` once for its SHA-256 and records it on the video, unless a digest
+    /// is there by then. For sources whose bytes did not all pass through api-upload's running digest: a
+    /// direct upload, or a tus upload whose digest was lost between servers; a request could not read a
+    /// large file back within its time limit. A source that is gone has nothing to digest.
+    async fn digest(&self, id: &VideoId) -> Result<(), EventError> {
+        let key = source_key(id);
+        let Some(meta) = self.sources.head(&key).await.map_err(EventError::retryable)? else {
+            return Ok(());
+        };
+        let mut chunks = self.sources.get_stream(&key).await.map_err(EventError::retryable)?;
         let mut hasher = Sha256::new();
         while let Some(chunk) = chunks.next().await {
             hasher.update(&chunk.map_err(EventError::retryable)?);
         }
-        Ok(hex::encode(hasher.finalize()))
-    }
-
-    /// Records the source's digest on its video, unless one is there already.
-    async fn record_digest(&self, id: &VideoId, sha256: &str) -> Result<(), EventError> {
+        let sha256 = hex::encode(hasher.finalize());
+        let mut recorded = false;
         self.videos
-            .update(id, |video| match &mut video.source {
-                Some(source) if source.sha256.is_none() => {
-                    source.sha256 = Some(sha256.to_owned());
-                    true
-                }
-                _ => false,
+            .update(id, |video| {
+                recorded = match &mut video.source {
+                    Some(source) if source.sha256.is_some() => false,
+                    Some(source) => {
+                        source.sha256 = Some(sha256.clone());
+                        true
+                    }
+                    // The object landed before its upload recorded it (the completion's answer was lost):
+                    // the upload fills in the rest when it learns of it, and keeps the digest.
+                    None => {
+                        video.source = Some(Source {
+                            filename: None,
+                            content_type: None,
+                            size: meta.size,
+                            sha256: Some(sha256.clone()),
+                        });
+                        true
+                    }
+                };
+                recorded
             })
             .await
             .map_err(EventError::retryable)?;
-        tracing::info!(video_id = %id, "source digest recorded");
+        if recorded {
+            tracing::info!(video_id = %id, "source digest read");
+        }
         Ok(())
     }
 
@@ -213,21 +233,7 @@ impl Handler {
             .await
             .map_err(EventError::retryable)?
             .url;
-        // A source whose bytes did not all pass through api-upload's running digest (a direct upload, a
-        // tus upload whose digest was lost) is read here for it, while ffprobe looks at it: a request
-        // could not read a large file back within its time limit.
-        let unknown_digest = video.source.as_ref().is_some_and(|source| source.sha256.is_none());
-        let digest = async {
-            match unknown_digest {
-                true => Some(self.digest(&key).await),
-                false => None,
-            }
-        };
-        let (examined, digest) = tokio::join!(self.examine(&url), digest);
-        if let Some(digest) = digest {
-            self.record_digest(&id, &digest?).await?;
-        }
-        let accepted = match examined? {
+        let accepted = match self.examine(&url).await? {
             Ok(accepted) => accepted,
             Err(refusal) => return self.refuse(&id, refusal).await,
         };
@@ -295,9 +301,19 @@ impl EventHandler for Handler {
             tracing::debug!(key = %object.key, "not a video source; ignored");
             return Ok(());
         };
-        match live_video(&self.videos, &video_id).await? {
-            None => Ok(()),
-            Some(video) => self.plan(&object, video).await,
-        }
+        let Some(video) = live_video(&self.videos, &video_id).await? else {
+            return Ok(());
+        };
+        // The digest is read beside the probe and the plan, whatever they conclude; a delivery that
+        // fails to read it is retried, and the retry plans nothing twice.
+        let unknown_digest = video.source.as_ref().is_none_or(|source| source.sha256.is_none());
+        let digest = async {
+            match unknown_digest {
+                true => self.digest(&video_id).await,
+                false => Ok(()),
+            }
+        };
+        let (planned, digested) = tokio::join!(self.plan(&object, video), digest);
+        planned.and(digested)
     }
 }

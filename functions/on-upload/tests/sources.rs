@@ -212,3 +212,65 @@ async fn limits_are_configurable() {
     let large = clip(setup.dir.path(), "320x240", 25, 2, &[]);
     assert_eq!(code(&setup.upload(large).await), "too_large");
 }
+
+/// Sources whose bytes did not all pass through api-upload's running digest (direct uploads; tus uploads
+/// whose digest was lost between servers) get it here, whatever the probe concludes; a digest already
+/// recorded is left alone.
+#[tokio::test]
+async fn sources_without_a_digest_get_one() {
+    use sha2::Digest;
+
+    let setup = setup(&[]).await;
+    let videos = Videos::new(setup.ports.store.clone());
+    let good = clip(setup.dir.path(), "320x240", 25, 4, &[]);
+    let digest = |bytes: &[u8]| hex::encode(sha2::Sha256::digest(bytes));
+    let source = |size: usize, sha256: Option<&str>| Source {
+        filename: Some("talk.mp4".into()),
+        content_type: Some("video/mp4".into()),
+        size: size as u64,
+        sha256: sha256.map(str::to_owned),
+    };
+    let with_source = |bytes: Vec<u8>, source: Source| {
+        let ports = &setup.ports;
+        let videos = videos.clone();
+        async move {
+            let id = video_with_source(ports, VideoStatus::Processing, bytes).await;
+            videos
+                .update(&id, |video| {
+                    video.source = Some(source.clone());
+                    true
+                })
+                .await
+                .expect("store")
+                .expect("video");
+            id
+        }
+    };
+
+    // A direct upload: the source is recorded without its digest, which is read here.
+    let id = with_source(good.clone(), source(good.len(), None)).await;
+    let video = setup.deliver(&id).await;
+    assert_eq!(video.status, VideoStatus::Processing, "{:?}", video.error);
+    assert_eq!(video.source, Some(source(good.len(), Some(&digest(&good)))));
+
+    // A refused file gets its digest too.
+    let words = b"not a video at all\n".repeat(100);
+    let id = with_source(words.clone(), source(words.len(), None)).await;
+    let video = setup.deliver(&id).await;
+    assert_eq!(video.status, VideoStatus::Failed);
+    assert_eq!(video.source.and_then(|s| s.sha256), Some(digest(&words)));
+
+    // The object landed before its upload recorded a source (the completion's answer was lost).
+    let video = setup.upload(good.clone()).await;
+    let source_seen = video.source.expect("a source");
+    assert_eq!(
+        (source_seen.size, source_seen.sha256),
+        (good.len() as u64, Some(digest(&good)))
+    );
+
+    // A digest api-upload computed is the file's: not read again, not replaced.
+    let known = "0".repeat(64);
+    let id = with_source(good.clone(), source(good.len(), Some(&known))).await;
+    let video = setup.deliver(&id).await;
+    assert_eq!(video.source.and_then(|s| s.sha256), Some(known));
+}

@@ -17,7 +17,7 @@ locals {
     "api-videos"    = { kind = "http", memory = 256, timeout = 60, ffmpeg = false, rpc = true, session = true }
     "api-playback"  = { kind = "http", memory = 512, timeout = 10, ffmpeg = false, rpc = true, session = true }
     "api-chains"    = { kind = "http", memory = 256, timeout = 10, ffmpeg = false, rpc = true, session = true }
-    "on-upload"     = { kind = "storage", memory = 1024, timeout = 300, ffmpeg = true, rpc = false, session = false }
+    "on-upload"     = { kind = "storage", memory = 1024, timeout = 900, ffmpeg = true, rpc = false, session = false }
     "transcode"     = { kind = "queue", memory = 3008, timeout = 900, ffmpeg = true, rpc = false, session = false }
     "finalize"      = { kind = "queue", memory = 2048, timeout = 900, ffmpeg = true, rpc = false, session = false }
     "dead-letters"  = { kind = "queue", memory = 256, timeout = 30, ffmpeg = false, rpc = false, session = false }
