@@ -13,14 +13,14 @@ use crate::store::{Item, Store, StoreError};
 
 /// Blocks a reading looks back over.
 pub const HISTORY_BLOCKS: u64 = 20;
-/// The priority fees, as percentiles of what each block's transactions paid, that make the slow,
-/// standard and fast tiers.
+/// The priority fees that make the slow, standard and fast tiers: percentiles of what each block's
+/// transactions paid, weighted by the gas each used (as `eth_feeHistory` computes them).
 pub const PERCENTILES: [f64; 3] = [10.0, 50.0, 90.0];
 /// How long a reading is kept after it was made: a chain whose RPC URLs go away stops answering.
 const KEPT_FOR: chrono::Duration = chrono::Duration::days(1);
 
-/// Priority fees (tips), in wei: what a transaction offering them would have been among the cheapest
-/// tenth, the median, or the dearest tenth of recent blocks' transactions.
+/// Priority fees (tips), in wei: the median over recent blocks of the tip paid at the 10th, 50th and 90th
+/// percentile of each block's gas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tiers {
     #[serde(with = "decimal")]
@@ -51,10 +51,8 @@ impl GasReading {
     /// is empty the tiers are zero, which is then what inclusion costs.
     pub fn from_history(chain_id: u64, history: &FeeHistory, observed_at: DateTime<Utc>) -> Option<Self> {
         let blocks = u64::try_from(history.gas_used_ratio.len()).ok().filter(|n| *n > 0)?;
-        let base_fee = history
-            .next_block_base_fee()
-            .or_else(|| history.latest_block_base_fee())
-            .unwrap_or(0);
+        // Nodes of chains without EIP-1559 base fees answer zeros, or nothing.
+        let base_fee = history.next_block_base_fee().unwrap_or(0);
         let rewards: Vec<&Vec<u128>> = history
             .reward
             .iter()
@@ -72,7 +70,8 @@ impl GasReading {
                 standard: tier(1),
                 fast: tier(2),
             },
-            block_number: history.oldest_block + blocks - 1,
+            // `oldest_block` is the node's word: saturating, so a wild one cannot overflow.
+            block_number: history.oldest_block.saturating_add(blocks - 1),
             observed_at,
         })
     }

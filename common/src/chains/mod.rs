@@ -9,8 +9,11 @@ pub mod tracking;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use alloy::primitives::Address;
 use serde::Serialize;
 use url::Url;
+
+use crate::problem::ApiError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NativeCurrency {
@@ -25,7 +28,7 @@ pub struct ChainInfo {
     pub chain_id: u64,
     pub name: String,
     pub native_currency: NativeCurrency,
-    /// Blocks after which a transaction or transfer counts as final here.
+    /// Blocks, its own included, after which a transaction or transfer counts as final here.
     pub confirmations: u64,
     #[serde(skip)]
     pub rpc_urls: Vec<Url>,
@@ -141,6 +144,31 @@ impl Chains {
     }
 }
 
+/// An address in a path: EIP-55 checksummed, or all one case.
+pub fn address_in_path(text: &str) -> Result<Address, ApiError> {
+    let digits = text
+        .strip_prefix("0x")
+        .filter(|d| d.len() == 40 && d.bytes().all(|b| b.is_ascii_hexdigit()));
+    let Some(digits) = digits else {
+        return Err(ApiError::bad_request(
+            "invalid_address",
+            "an address is 0x and 40 hexadecimal digits",
+        ));
+    };
+    let one_case = digits == digits.to_ascii_lowercase() || digits == digits.to_ascii_uppercase();
+    let parsed = if one_case {
+        text.to_ascii_lowercase().parse().ok()
+    } else {
+        Address::parse_checksummed(text, None).ok()
+    };
+    parsed.ok_or_else(|| {
+        ApiError::bad_request(
+            "address_not_checksummed",
+            "the address's letter case is not its EIP-55 checksum",
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +191,28 @@ mod tests {
         assert!(Chains::from_vars([("STREAMGATE_RPC_abc", "http://x")]).is_err());
         assert!(Chains::from_vars([("STREAMGATE_RPC_5", "ftp://x")]).is_err());
         assert!(Chains::from_vars([("STREAMGATE_RPC_5", " , ")]).is_err());
+    }
+
+    #[test]
+    fn addresses_in_paths_are_checksummed_or_one_case() {
+        let checksummed = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+        let address: Address = checksummed.parse().expect("address");
+        assert_eq!(address_in_path(checksummed).ok(), Some(address));
+        assert_eq!(address_in_path(&checksummed.to_lowercase()).ok(), Some(address));
+        assert_eq!(
+            address_in_path(&checksummed.to_uppercase().replace("0X", "0x")).ok(),
+            Some(address)
+        );
+        let code = |text: &str| address_in_path(text).err().map(|e| e.code());
+        assert_eq!(
+            code("0x5fbDB2315678afecb367f032d93F642f64180aa3"),
+            Some("address_not_checksummed")
+        );
+        assert_eq!(code(&checksummed[2..]), Some("invalid_address"));
+        assert_eq!(code(&checksummed[..41]), Some("invalid_address"));
+        assert_eq!(
+            code("0xzzbDB2315678afecb367f032d93F642f64180aa3"),
+            Some("invalid_address")
+        );
     }
 }

@@ -208,7 +208,9 @@ impl RpcChains {
         self.chains.contains_key(&chain)
     }
 
-    async fn first_answer<T, F, Fut>(&self, chain: u64, call: F) -> Result<Outcome<T>, ChainError>
+    /// The first answer among the chain's URLs. With `reverts_answer`, an error answer that reads as
+    /// the call's own revert is its answer ([`Outcome::Refused`]); otherwise it is that URL failing.
+    async fn first_answer<T, F, Fut>(&self, chain: u64, reverts_answer: bool, call: F) -> Result<Outcome<T>, ChainError>
     where
         F: Fn(RootProvider) -> Fut,
         Fut: Future<Output = Result<T, AlloyRpcError<TransportErrorKind>>>,
@@ -229,7 +231,9 @@ impl RpcChains {
                         endpoint.record(true);
                         return Ok(Outcome::Answer(answer));
                     }
-                    Ok(Err(AlloyRpcError::ErrorResp(payload))) if is_revert(payload.code, &payload.message) => {
+                    Ok(Err(AlloyRpcError::ErrorResp(payload)))
+                        if reverts_answer && is_revert(payload.code, &payload.message) =>
+                    {
                         endpoint.record(true);
                         return Ok(Outcome::Refused(payload.message.to_string()));
                     }
@@ -258,7 +262,7 @@ impl RpcChains {
     pub async fn call(&self, chain: u64, to: Address, input: Bytes) -> Result<Option<Bytes>, ChainError> {
         let request = TransactionRequest::default().to(to).input(input.into());
         let answer = self
-            .first_answer(chain, |p| {
+            .first_answer(chain, true, |p| {
                 let request = request.clone();
                 async move { p.call(request).await }
             })
@@ -272,14 +276,14 @@ impl RpcChains {
         })
     }
 
-    /// A read that no contract code runs for (blocks, fees, transactions): an error answer that reads as
-    /// a revert is the node's fault here too, so it fails over like any other.
+    /// A read that runs no contract code (blocks, fees, transactions): any error answer, even one that
+    /// reads like a revert, is the node's fault, and the read goes on to the next URL.
     async fn read<T, F, Fut>(&self, chain: u64, call: F) -> Result<T, ChainError>
     where
         F: Fn(RootProvider) -> Fut,
         Fut: Future<Output = Result<T, AlloyRpcError<TransportErrorKind>>>,
     {
-        match self.first_answer(chain, call).await? {
+        match self.first_answer(chain, false, call).await? {
             Outcome::Answer(answer) => Ok(answer),
             Outcome::Refused(reason) => Err(ChainError::Unavailable { chain, last: reason }),
         }
@@ -310,12 +314,12 @@ impl RpcChains {
             .await
     }
 
-    /// How many transactions of `account` the latest block holds: the nonce its next one takes.
-    pub async fn nonce(&self, chain: u64, account: Address) -> Result<u64, ChainError> {
-        self.read(
-            chain,
-            |p| async move { p.get_transaction_count(account).latest().await },
-        )
+    /// The transaction count of `account` as of block `block`: the nonces its transactions in that block
+    /// and before have taken.
+    pub async fn nonce_at(&self, chain: u64, account: Address, block: u64) -> Result<u64, ChainError> {
+        self.read(chain, |p| async move {
+            p.get_transaction_count(account).number(block).await
+        })
         .await
     }
 
@@ -326,7 +330,7 @@ impl RpcChains {
             .multicall
             .get_or_try_init(|| async {
                 let code = self
-                    .first_answer(chain, |p| async move { p.get_code_at(MULTICALL3_ADDRESS).await })
+                    .first_answer(chain, true, |p| async move { p.get_code_at(MULTICALL3_ADDRESS).await })
                     .await?;
                 let deployed = matches!(code, Outcome::Answer(code) if !code.is_empty());
                 tracing::info!(chain, deployed, "Multicall3 looked up");
@@ -412,7 +416,7 @@ impl ContractWallets for RpcChains {
             return Ok(false);
         }
         let code = match self
-            .first_answer(chain, |p| async move { p.get_code_at(wallet).await })
+            .first_answer(chain, true, |p| async move { p.get_code_at(wallet).await })
             .await?
         {
             Outcome::Answer(code) => code,

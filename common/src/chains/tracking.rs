@@ -203,11 +203,12 @@ impl Tracker {
     }
 
     fn depth(&self, chain_id: u64) -> u64 {
-        self.chains.get(chain_id).map_or(1, |chain| chain.confirmations)
+        self.chains.get(chain_id).map_or(1, |chain| chain.confirmations).max(1)
     }
 
     /// Asks the chain about a transaction: its receipt, else the transaction itself, and whether its
-    /// nonce has been taken. `sender` is what an earlier look learned.
+    /// nonce was taken by a transaction now at the chain's confirmation depth (so that a replacement a
+    /// reorganisation may still undo does not drop it). `sender` is what an earlier look learned.
     pub async fn sight(
         &self,
         chain_id: u64,
@@ -233,11 +234,12 @@ impl Tracker {
         };
         if let Some(receipt) = self.rpc.receipt(chain_id, hash).await? {
             sighting.known = true;
-            sighting.creates_contract = Some(receipt.contract_address.is_some());
+            // A reverted creation may come without a contract address; it has no recipient either way.
+            sighting.creates_contract = Some(receipt.to.is_none());
             sighting.mined = mined(receipt);
-            if sighting.mined.is_some() {
+            if let Some(found) = sighting.mined {
                 // A receipt's block can be ahead of the node that answered for the latest block.
-                sighting.latest_block = sighting.latest_block.max(sighting.mined.map_or(0, |m| m.block_number));
+                sighting.latest_block = sighting.latest_block.max(found.block_number);
                 return Ok(sighting);
             }
         }
@@ -246,10 +248,11 @@ impl Tracker {
             sighting.creates_contract = Some(transaction.to().is_none());
             sighting.sender = Some((transaction.inner.signer(), transaction.nonce()));
         }
+        let deep = latest_block.saturating_sub(self.depth(chain_id) - 1);
         if let Some((sender, nonce)) = sighting.sender
-            && self.rpc.nonce(chain_id, sender).await? > nonce
+            && self.rpc.nonce_at(chain_id, sender, deep).await? > nonce
         {
-            // Taken: by this transaction if it was included between the two questions, else by another.
+            // Taken: by this transaction if it was included between the questions, else by another.
             match self.rpc.receipt(chain_id, hash).await?.and_then(mined) {
                 Some(found) => {
                     sighting.latest_block = sighting.latest_block.max(found.block_number);
@@ -328,9 +331,17 @@ impl Tracker {
         self.get(chain_id, hash).await
     }
 
-    /// Writes the transaction (indexed while pending) and, once its contract is known, the entry that
-    /// finds it by address.
+    /// Writes the transaction, indexed while pending, and before it the entry that finds it by the
+    /// contract it created, once known: a record written final leaves the index, and nothing would
+    /// write a missing entry again.
     async fn save(&self, transaction: &TrackedTx, condition: Option<Condition>) -> Result<(), StoreError> {
+        if let Some(address) = transaction.contract_address
+            && transaction.status != TxStatus::Dropped
+        {
+            let (pk, sk) = contract_key(transaction.chain_id, &address);
+            let entry = Item::new(pk, sk).with("txHash", transaction.tx_hash.to_string());
+            self.store.put(entry, None).await?;
+        }
         let (pk, sk) = tx_key(transaction.chain_id, &transaction.tx_hash);
         let mut item = Item::from_record(pk, sk, transaction)?;
         match transaction.status {
@@ -338,20 +349,27 @@ impl Tracker {
             TxStatus::Dropped => item = item.expiring_at((transaction.checked_at + DROPPED_KEPT_FOR).timestamp()),
             TxStatus::Confirmed | TxStatus::Failed => {}
         }
-        self.store.put(item, condition).await?;
-        if let Some(address) = transaction.contract_address {
-            let (pk, sk) = contract_key(transaction.chain_id, &address);
-            let entry = Item::new(pk, sk).with("txHash", transaction.tx_hash.to_string());
-            self.store.put(entry, None).await?;
-        }
-        Ok(())
+        self.store.put(item, condition).await
     }
 
-    /// Looks at a pending transaction again and keeps what the chain says, unless another look wrote it
-    /// first: then that one is answered.
-    pub async fn refresh(&self, transaction: &TrackedTx, latest_block: Option<u64>) -> Result<TrackedTx, TrackError> {
+    /// Writes `next` unless another look wrote the transaction since `seen` was read.
+    async fn save_over(&self, seen: &TrackedTx, next: &TrackedTx) -> Result<(), StoreError> {
+        let checked = serde_json::to_value(seen.checked_at).map_err(StoreError::backend)?;
+        self.save(next, Some(Condition::Equals("checkedAt".into(), checked)))
+            .await
+    }
+
+    /// Looks at a pending transaction again and keeps what the chain says: the transaction as it then
+    /// stands, and whether this look wrote it (another look may have written first). A transaction
+    /// registered before its chain knew it that turns out to create no contract is no longer
+    /// registered: [`TrackError::NotADeployment`].
+    pub async fn refresh(
+        &self,
+        transaction: &TrackedTx,
+        latest_block: Option<u64>,
+    ) -> Result<(TrackedTx, bool), TrackError> {
         if transaction.status.is_final() {
-            return Ok(transaction.clone());
+            return Ok((transaction.clone(), false));
         }
         let sighting = self
             .sight(
@@ -361,30 +379,52 @@ impl Tracker {
                 latest_block,
             )
             .await?;
+        if sighting.creates_contract == Some(false) {
+            let (pk, sk) = tx_key(transaction.chain_id, &transaction.tx_hash);
+            self.store.delete(&pk, sk, None).await?;
+            tracing::info!(chain = transaction.chain_id, tx = %transaction.tx_hash, "a registered transaction creates no contract; removed");
+            return Err(TrackError::NotADeployment);
+        }
         let mut next = transaction.clone();
         next.observe(&sighting, self.depth(transaction.chain_id), Utc::now());
-        let checked = serde_json::to_value(transaction.checked_at).map_err(StoreError::backend)?;
-        match self
-            .save(&next, Some(Condition::Equals("checkedAt".into(), checked)))
-            .await
-        {
-            Ok(()) => Ok(next),
-            Err(StoreError::ConditionFailed) => Ok(self
-                .get(transaction.chain_id, transaction.tx_hash)
-                .await?
-                .unwrap_or(next)),
+        match self.save_over(transaction, &next).await {
+            Ok(()) => Ok((next, true)),
+            Err(StoreError::ConditionFailed) => match self.get(transaction.chain_id, transaction.tx_hash).await? {
+                Some(stored) => Ok((stored, false)),
+                None => Err(StoreError::ConditionFailed.into()),
+            },
             Err(err) => Err(err.into()),
         }
     }
 
+    /// Moves a transaction that could not be looked at to the back of the tracker's queue, so that
+    /// those of a chain that does not answer do not keep the others waiting.
+    async fn postpone(&self, transaction: &TrackedTx) {
+        let next = TrackedTx {
+            checked_at: Utc::now(),
+            ..transaction.clone()
+        };
+        if let Err(err) = self.save_over(transaction, &next).await
+            && !matches!(err, StoreError::ConditionFailed)
+        {
+            tracing::warn!(tx = %transaction.tx_hash, error = %err, "could not postpone a tracked transaction");
+        }
+    }
+
     /// One run of the tracker: every pending transaction (up to [`PER_RUN`], those checked longest ago
-    /// first) looked at again, each chain's latest block asked once.
+    /// first) looked at again, each chain's latest block asked once. Those that cannot be looked at go
+    /// to the back of the queue.
     pub async fn run(&self) -> Result<Run, StoreError> {
         let mut pending = Vec::new();
         let mut query = Query::default();
         while pending.len() < PER_RUN {
             let page = self.store.query_index(PENDING, query.clone()).await?;
-            pending.extend(page.items.iter().filter_map(|item| item.record::<TrackedTx>().ok()));
+            for item in &page.items {
+                match item.record::<TrackedTx>() {
+                    Ok(transaction) => pending.push(transaction),
+                    Err(err) => tracing::warn!(pk = %item.pk, error = %err, "an unreadable tracked transaction"),
+                }
+            }
             match page.next {
                 Some(cursor) => query.cursor = Some(cursor),
                 None => break,
@@ -403,38 +443,38 @@ impl Tracker {
                 }
             }
         }
-        let total = pending.len();
-        let looks: Vec<(TrackedTx, u64)> = pending
-            .into_iter()
-            .filter_map(|transaction| {
-                let block = *latest.get(&transaction.chain_id)?;
-                Some((transaction, block))
-            })
-            .collect();
         let mut run = Run::default();
-        let mut results = futures::stream::iter(looks)
-            .map(|(transaction, block)| async move { self.refresh(&transaction, Some(block)).await })
+        let mut results = futures::stream::iter(pending)
+            .map(|transaction| {
+                let block = latest.get(&transaction.chain_id).copied();
+                async move {
+                    let result = match block {
+                        Some(block) => self.refresh(&transaction, Some(block)).await,
+                        None => Err(TrackError::Chain(ChainError::Unavailable {
+                            chain: transaction.chain_id,
+                            last: "its latest block could not be read".into(),
+                        })),
+                    };
+                    (transaction, result)
+                }
+            })
             .buffer_unordered(CONCURRENCY);
-        while let Some(result) = results.next().await {
+        while let Some((transaction, result)) = results.next().await {
             run.checked += 1;
             match result {
-                Ok(transaction) if transaction.status.is_final() => {
+                Ok((next, true)) if next.status.is_final() => {
                     run.finished += 1;
-                    tracing::info!(
-                        chain = transaction.chain_id,
-                        tx = %transaction.tx_hash,
-                        status = ?transaction.status,
-                        "tracked transaction finished"
-                    );
+                    tracing::info!(chain = next.chain_id, tx = %next.tx_hash, status = ?next.status, "tracked transaction finished");
                 }
                 Ok(_) => {}
+                Err(TrackError::NotADeployment) => run.finished += 1,
                 Err(err) => {
                     run.failed += 1;
-                    tracing::warn!(error = %err, "looking at a tracked transaction failed");
+                    tracing::warn!(tx = %transaction.tx_hash, error = %err, "looking at a tracked transaction failed");
+                    self.postpone(&transaction).await;
                 }
             }
         }
-        run.failed += total - run.checked;
         Ok(run)
     }
 }

@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use alloy_primitives::Address;
 use axum::extract::{Extension, FromRef, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json as AxumJson, Router};
 use chrono::{DateTime, Utc};
+use common::chains::address_in_path;
 use common::chains::rpc::RpcChains;
 use common::config::Config;
 use common::identity::accounts::Accounts;
@@ -173,7 +173,7 @@ async fn unlink_wallet(
     auth: Authenticated,
     Path(address): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let address = parse_address(&address)?;
+    let address = address_in_path(&address)?;
     state
         .sign_in
         .accounts
@@ -181,29 +181,4 @@ async fn unlink_wallet(
         .await
         .map_err(AuthError::from)?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// An address in a path: EIP-55 checksummed, or all one case.
-fn parse_address(text: &str) -> Result<Address, ApiError> {
-    let digits = text
-        .strip_prefix("0x")
-        .filter(|d| d.len() == 40 && d.bytes().all(|b| b.is_ascii_hexdigit()));
-    let Some(digits) = digits else {
-        return Err(ApiError::bad_request(
-            "invalid_address",
-            "an address is 0x and 40 hexadecimal digits",
-        ));
-    };
-    let one_case = digits == digits.to_ascii_lowercase() || digits == digits.to_ascii_uppercase();
-    let parsed = if one_case {
-        text.to_ascii_lowercase().parse().ok()
-    } else {
-        Address::parse_checksummed(text, None).ok()
-    };
-    parsed.ok_or_else(|| {
-        ApiError::bad_request(
-            "address_not_checksummed",
-            "the address's letter case is not its EIP-55 checksum",
-        )
-    })
 }

@@ -2,10 +2,12 @@
 //! followed to confirmation (`/v1/chains`, `/v1/gas`, `/v1/contracts`, `/v1/transactions`).
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use alloy_primitives::{Address, B256};
+use alloy_primitives::B256;
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +17,7 @@ use chrono::{DateTime, Utc};
 use common::chains::gas::{GasPrices, GasReading, gwei};
 use common::chains::rpc::RpcChains;
 use common::chains::tracking::{MAX_NAME, TrackError, TrackedTx, Tracker, TxStatus};
-use common::chains::{ChainInfo, Chains};
+use common::chains::{ChainInfo, Chains, address_in_path};
 use common::config::Config;
 use common::identity::Authenticated;
 use common::identity::sessions::{SessionKeys, Sessions};
@@ -25,6 +27,20 @@ use serde::{Deserialize, Serialize};
 
 /// A pending transaction asked for is looked at again when its last look is older than this.
 const RECHECK_AFTER: chrono::Duration = chrono::Duration::seconds(5);
+/// After a chain failed to answer a request's own read, further requests do not ask it for this long:
+/// they answer what is kept, at once, rather than each waiting out the RPC timeouts.
+const BACK_OFF: Duration = Duration::from_secs(10);
+
+/// Per chain, the reads requests make themselves: gas readings one at a time (the others then find its
+/// result kept), and none for a while after one failed.
+#[derive(Default)]
+struct LiveReads {
+    last_failure: tokio::sync::Mutex<Option<Instant>>,
+}
+
+fn backing_off(last_failure: Option<Instant>) -> bool {
+    last_failure.is_some_and(|at| at.elapsed() < BACK_OFF)
+}
 
 /// What the handlers of `api-chains` use.
 #[derive(Clone)]
@@ -35,6 +51,7 @@ pub struct AppState {
     tracker: Tracker,
     /// A kept gas reading younger than this is answered as it is; an older one is read again.
     gas_fresh_for: Duration,
+    live: Arc<BTreeMap<u64, LiveReads>>,
 }
 
 impl FromRef<AppState> for Sessions {
@@ -55,6 +72,7 @@ impl AppState {
             tracker: Tracker::new(ports.store.clone(), rpc, config.chains.clone()),
             // gas-monitor reads every chain once per run: two runs' time lets one be late.
             gas_fresh_for: config.schedule_interval * 2,
+            live: Arc::new(config.chains.ids().map(|id| (id, LiveReads::default())).collect()),
         })
     }
 
@@ -152,24 +170,35 @@ impl From<GasReading> for GasView {
 /// `observedAt` says how old.
 async fn gas(State(state): State<AppState>, Path(chain_id): Path<u64>) -> Result<Json<GasView>, ApiError> {
     state.configured_chain(chain_id)?;
-    let kept = state
-        .gas
-        .latest(chain_id)
-        .await
-        .map_err(|e| ApiError::unavailable(&e))?;
     let fresh_for = chrono::Duration::from_std(state.gas_fresh_for).unwrap_or(chrono::Duration::MAX);
-    if let Some(reading) = &kept
-        && Utc::now() - reading.observed_at < fresh_for
-    {
-        return Ok(Json(reading.clone().into()));
+    let kept = async || {
+        let kept = state
+            .gas
+            .latest(chain_id)
+            .await
+            .map_err(|e| ApiError::unavailable(&e))?;
+        let fresh = kept
+            .as_ref()
+            .is_some_and(|reading| Utc::now() - reading.observed_at < fresh_for);
+        Ok::<_, ApiError>((kept, fresh))
+    };
+    if let (Some(reading), true) = kept().await? {
+        return Ok(Json(reading.into()));
+    }
+    let unavailable = || ApiError::chain_unavailable(format!("chain {chain_id} did not answer; try again shortly"));
+    let live = state.live.get(&chain_id).ok_or_else(unavailable)?;
+    let mut last_failure = live.last_failure.lock().await;
+    // Another request may have read it while this one waited.
+    let (reading, fresh) = kept().await?;
+    if fresh || backing_off(*last_failure) {
+        return reading.map(|reading| Json(reading.into())).ok_or_else(unavailable);
     }
     match state.gas.sample(chain_id).await {
         Ok(reading) => Ok(Json(reading.into())),
         Err(err) => {
             tracing::warn!(chain = chain_id, error = %err, "reading gas prices failed");
-            kept.map(|reading| Json(reading.into())).ok_or_else(|| {
-                ApiError::chain_unavailable(format!("chain {chain_id} did not answer; try again shortly"))
-            })
+            *last_failure = Some(Instant::now());
+            reading.map(|reading| Json(reading.into())).ok_or_else(unavailable)
         }
     }
 }
@@ -231,6 +260,13 @@ impl From<TrackedTx> for ContractView {
     }
 }
 
+/// Characters that hide or reorder text where a name is shown: controls, zero-width characters and
+/// bidirectional marks, overrides and isolates.
+fn hides_text(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 fn parse_hash(text: &str) -> Option<B256> {
     let hex = text.strip_prefix("0x")?;
     (hex.len() == 64).then(|| B256::from_str(hex).ok()).flatten()
@@ -271,10 +307,12 @@ async fn register(
         .name
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty());
-    if name.as_ref().is_some_and(|name| name.chars().count() > MAX_NAME) {
+    if let Some(name) = &name
+        && (name.chars().count() > MAX_NAME || name.chars().any(hides_text))
+    {
         return Err(ApiError::bad_request(
             "invalid_name",
-            format!("a name has at most {MAX_NAME} characters"),
+            format!("a name has at most {MAX_NAME} characters, and no control or direction marks"),
         ));
     }
     let (transaction, created) = state
@@ -295,16 +333,27 @@ async fn register(
 }
 
 /// A registered transaction as it stands, looked at again first when it is pending and its last look
-/// is a few seconds old; when its chain does not answer, as it was last seen.
-async fn current(state: &AppState, transaction: TrackedTx) -> TrackedTx {
+/// is a few seconds old; when its chain does not answer, as it was last seen. `None` when the look found
+/// that it creates no contract, so it is no longer registered.
+async fn current(state: &AppState, transaction: TrackedTx) -> Option<TrackedTx> {
     if transaction.status.is_final() || Utc::now() - transaction.checked_at < RECHECK_AFTER {
-        return transaction;
+        return Some(transaction);
+    }
+    let Some(live) = state.live.get(&transaction.chain_id) else {
+        return Some(transaction);
+    };
+    if backing_off(*live.last_failure.lock().await) {
+        return Some(transaction);
     }
     match state.tracker.refresh(&transaction, None).await {
-        Ok(next) => next,
+        Ok((next, _)) => Some(next),
+        Err(TrackError::NotADeployment) => None,
         Err(err) => {
             tracing::warn!(chain = transaction.chain_id, error = %err, "looking at a tracked transaction failed");
-            transaction
+            if matches!(err, TrackError::Chain(_)) {
+                *live.last_failure.lock().await = Some(Instant::now());
+            }
+            Some(transaction)
         }
     }
 }
@@ -315,15 +364,15 @@ async fn contract(
     Path((chain_id, address)): Path<(u64, String)>,
 ) -> Result<Json<ContractView>, ApiError> {
     state.configured_chain(chain_id)?;
-    let address = Address::from_str(&address)
-        .map_err(|_| ApiError::bad_request("invalid_address", "the address is 0x and 40 hexadecimal digits"))?;
+    let address = address_in_path(&address)?;
+    let unknown = || ApiError::not_found("no registered deployment created a contract at this address");
     let transaction = state
         .tracker
         .by_contract(chain_id, address)
         .await
         .map_err(|e| ApiError::unavailable(&e))?
-        .ok_or_else(|| ApiError::not_found("no registered deployment created a contract at this address"))?;
-    Ok(Json(current(&state, transaction).await.into()))
+        .ok_or_else(unknown)?;
+    Ok(Json(current(&state, transaction).await.ok_or_else(unknown)?.into()))
 }
 
 /// `GET /v1/transactions/{chainId}/{txHash}`: a registered transaction as tracked, any other as its
@@ -342,6 +391,10 @@ async fn transaction(
         .map_err(|e| ApiError::unavailable(&e))?;
     let transaction = match registered {
         Some(transaction) => current(&state, transaction).await,
+        None => None,
+    };
+    let transaction = match transaction {
+        Some(transaction) => transaction,
         None => state
             .tracker
             .look_up(chain_id, hash)
