@@ -35,11 +35,21 @@ const BACK_OFF: Duration = Duration::from_secs(10);
 /// result kept), and none for a while after one failed.
 #[derive(Default)]
 struct LiveReads {
-    last_failure: tokio::sync::Mutex<Option<Instant>>,
+    gas: tokio::sync::Mutex<()>,
+    last_failure: std::sync::Mutex<Option<Instant>>,
 }
 
-fn backing_off(last_failure: Option<Instant>) -> bool {
-    last_failure.is_some_and(|at| at.elapsed() < BACK_OFF)
+impl LiveReads {
+    fn backing_off(&self) -> bool {
+        let last_failure = self.last_failure.lock().map(|at| *at).unwrap_or(None);
+        last_failure.is_some_and(|at| at.elapsed() < BACK_OFF)
+    }
+
+    fn failed(&self) {
+        if let Ok(mut last_failure) = self.last_failure.lock() {
+            *last_failure = Some(Instant::now());
+        }
+    }
 }
 
 /// What the handlers of `api-chains` use.
@@ -187,17 +197,17 @@ async fn gas(State(state): State<AppState>, Path(chain_id): Path<u64>) -> Result
     }
     let unavailable = || ApiError::chain_unavailable(format!("chain {chain_id} did not answer; try again shortly"));
     let live = state.live.get(&chain_id).ok_or_else(unavailable)?;
-    let mut last_failure = live.last_failure.lock().await;
+    let _one_at_a_time = live.gas.lock().await;
     // Another request may have read it while this one waited.
     let (reading, fresh) = kept().await?;
-    if fresh || backing_off(*last_failure) {
+    if fresh || live.backing_off() {
         return reading.map(|reading| Json(reading.into())).ok_or_else(unavailable);
     }
     match state.gas.sample(chain_id).await {
         Ok(reading) => Ok(Json(reading.into())),
         Err(err) => {
             tracing::warn!(chain = chain_id, error = %err, "reading gas prices failed");
-            *last_failure = Some(Instant::now());
+            live.failed();
             reading.map(|reading| Json(reading.into())).ok_or_else(unavailable)
         }
     }
@@ -342,7 +352,7 @@ async fn current(state: &AppState, transaction: TrackedTx) -> Option<TrackedTx> 
     let Some(live) = state.live.get(&transaction.chain_id) else {
         return Some(transaction);
     };
-    if backing_off(*live.last_failure.lock().await) {
+    if live.backing_off() {
         return Some(transaction);
     }
     match state.tracker.refresh(&transaction, None).await {
@@ -351,7 +361,7 @@ async fn current(state: &AppState, transaction: TrackedTx) -> Option<TrackedTx> 
         Err(err) => {
             tracing::warn!(chain = transaction.chain_id, error = %err, "looking at a tracked transaction failed");
             if matches!(err, TrackError::Chain(_)) {
-                *live.last_failure.lock().await = Some(Instant::now());
+                live.failed();
             }
             Some(transaction)
         }
