@@ -11,7 +11,7 @@
 //!
 //! A request that finds neither (the server holding the state restarted, or another server of the
 //! installation received the chunk before) cannot continue the digest. The upload goes on without one,
-//! and its digest is read back from the finished object, as for direct uploads.
+//! and on-upload reads the digest from the finished object, as for direct uploads.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
