@@ -120,10 +120,6 @@ impl GasPrices {
         Self { store, rpc }
     }
 
-    pub fn rpc(&self) -> &RpcChains {
-        &self.rpc
-    }
-
     /// Reads the chain's fees now and keeps the reading as its latest.
     pub async fn sample(&self, chain_id: u64) -> Result<GasReading, GasError> {
         let history = self.rpc.fee_history(chain_id, HISTORY_BLOCKS, &PERCENTILES).await?;
