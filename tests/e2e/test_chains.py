@@ -139,7 +139,10 @@ def test_a_deployment_is_tracked_until_confirmed(chain, start_local):
     tx_hash = send_raw(chain, DEPLOYER, creation("PassNFT"))
 
     assert register(url, None, txHash=tx_hash).status_code == 401
-    answer = register(url, token, txHash=tx_hash, name="Season passes")
+    # Any account may follow a deployment; only one linked to the wallet that sent it names it.
+    refused = register(url, token, txHash=tx_hash, name="Season passes")
+    assert (refused.status_code, refused.json()["code"]) == (403, "not_the_deployer"), refused.text
+    answer = register(url, token, txHash=tx_hash)
     assert answer.status_code == 201, answer.text
     body = answer.json()
     assert body == {
@@ -149,11 +152,16 @@ def test_a_deployment_is_tracked_until_confirmed(chain, start_local):
         "confirmations": 0,
         "blockNumber": None,
         "address": None,
-        "name": "Season passes",
         "registeredAt": body["registeredAt"],
     }
     assert answer.headers["location"] == f"/v1/transactions/31337/{tx_hash}"
-    again = register(url, token, txHash=tx_hash, name="Another name")
+    refused = register(url, token, txHash=tx_hash, name="Not mine")
+    assert (refused.status_code, refused.json()["code"]) == (403, "not_the_deployer"), refused.text
+    deployer = sign_in(url, DEPLOYER)
+    for name in ("Passes", "Season passes"):
+        named = register(url, deployer, txHash=tx_hash, name=name)
+        assert (named.status_code, named.json().get("name")) == (200, name), named.text
+    again = register(url, token, txHash=tx_hash)
     assert (again.status_code, again.json()["name"]) == (200, "Season passes")
     status = requests.get(f"{url}/v1/transactions/31337/{tx_hash}", timeout=10).json()
     assert (status["status"], status["blockNumber"]) == ("pending", None)
@@ -218,6 +226,9 @@ def test_failed_and_dropped_deployments_and_refused_registrations(chain, start_l
     assert answer.json()["status"] == "confirmed"
     never = "0x" + "ab" * 32
     assert requests.get(f"{url}/v1/transactions/31337/{never}", timeout=10).status_code == 404
+    # Nor can it be named before the chain knows who sent it.
+    answer = register(url, token, txHash=never, name="Passes")
+    assert (answer.status_code, answer.json()["code"]) == (409, "sender_unknown"), answer.text
 
     # A deployment replaced by another transaction with its nonce is dropped.
     rpc(chain, "evm_setAutomine", False)

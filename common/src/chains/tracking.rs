@@ -163,6 +163,12 @@ pub enum TrackError {
     NotConfigured(u64),
     #[error("the transaction does not create a contract")]
     NotADeployment,
+    /// A name was given by an account not linked to the wallet that sent the deployment.
+    #[error("only the deployer's account names a deployment")]
+    NotTheDeployer,
+    /// A name was given for a transaction whose sender the chain does not know yet.
+    #[error("the chain does not know the transaction's sender yet")]
+    SenderUnknown,
     #[error(transparent)]
     Chain(#[from] ChainError),
     #[error(transparent)]
@@ -191,6 +197,15 @@ fn tx_key(chain_id: u64, hash: &B256) -> (String, &'static str) {
 
 fn contract_key(chain_id: u64, address: &Address) -> (String, &'static str) {
     (format!("contract#{chain_id}#{address}"), "contract")
+}
+
+/// Whether the transaction's `sender` is among the registering account's `wallets`.
+fn deployed_by(sender: Option<(Address, u64)>, wallets: &[Address]) -> Result<(), TrackError> {
+    match sender {
+        None => Err(TrackError::SenderUnknown),
+        Some((sender, _)) if wallets.contains(&sender) => Ok(()),
+        Some(_) => Err(TrackError::NotTheDeployer),
+    }
 }
 
 fn index_time(at: DateTime<Utc>) -> String {
@@ -279,24 +294,33 @@ impl Tracker {
         Ok(Some(transaction))
     }
 
-    /// Registers a deployment and looks at it once. Registering one again answers it as it stands,
-    /// with `false`.
+    /// Registers a deployment and looks at it once: `true` when it is new. Any account may register a
+    /// deployment to follow it, but only the deployer's names it: a `name` is taken only from an
+    /// account whose `wallets` hold the transaction's sender, and it replaces the name of a deployment
+    /// registered before. Registering one again without a name answers it as it stands.
     pub async fn register(
         &self,
         chain_id: u64,
         hash: B256,
         name: Option<String>,
         account: &AccountId,
+        wallets: &[Address],
     ) -> Result<(TrackedTx, bool), TrackError> {
         if !self.rpc.is_configured(chain_id) {
             return Err(TrackError::NotConfigured(chain_id));
         }
         if let Some(existing) = self.get(chain_id, hash).await? {
-            return Ok((existing, false));
+            return match name {
+                Some(name) => Ok((self.rename(existing, name, wallets).await?, false)),
+                None => Ok((existing, false)),
+            };
         }
         let sighting = self.sight(chain_id, hash, None, None).await?;
         if sighting.creates_contract == Some(false) {
             return Err(TrackError::NotADeployment);
+        }
+        if name.is_some() {
+            deployed_by(sighting.sender, wallets)?;
         }
         let now = Utc::now();
         let mut transaction = TrackedTx::new(chain_id, hash, name, account.clone(), now);
@@ -309,6 +333,42 @@ impl Tracker {
             },
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Names a registered deployment, for its deployer: `wallets` must hold its sender, which is looked
+    /// for on the chain when it was not known yet.
+    async fn rename(
+        &self,
+        mut transaction: TrackedTx,
+        name: String,
+        wallets: &[Address],
+    ) -> Result<TrackedTx, TrackError> {
+        const ATTEMPTS: usize = 3;
+        if transaction.sender.is_none() {
+            transaction = self.refresh(&transaction, None).await?.0;
+        }
+        deployed_by(transaction.sender, wallets)?;
+        for _ in 0..ATTEMPTS {
+            if transaction.name.as_deref() == Some(name.as_str()) {
+                return Ok(transaction);
+            }
+            let named = TrackedTx {
+                name: Some(name.clone()),
+                ..transaction.clone()
+            };
+            match self.save_over(&transaction, &named).await {
+                Ok(()) => return Ok(named),
+                // The tracker wrote it meanwhile: name what it wrote.
+                Err(StoreError::ConditionFailed) => {
+                    transaction = self
+                        .get(transaction.chain_id, transaction.tx_hash)
+                        .await?
+                        .ok_or(StoreError::ConditionFailed)?;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(StoreError::ConditionFailed.into())
     }
 
     pub async fn get(&self, chain_id: u64, hash: B256) -> Result<Option<TrackedTx>, StoreError> {
@@ -595,6 +655,22 @@ mod tests {
         assert_eq!(never_seen.status, TxStatus::Pending);
         never_seen.observe(&unknown, 12, now + chrono::Duration::minutes(31));
         assert_eq!(never_seen.status, TxStatus::Dropped);
+    }
+
+    #[test]
+    fn only_the_deployer_names_a_deployment() {
+        let deployer = Address::repeat_byte(0x33);
+        let other = Address::repeat_byte(0x44);
+        assert!(deployed_by(Some((deployer, 7)), &[other, deployer]).is_ok());
+        assert!(matches!(
+            deployed_by(Some((deployer, 7)), &[other]),
+            Err(TrackError::NotTheDeployer)
+        ));
+        assert!(matches!(
+            deployed_by(Some((deployer, 7)), &[]),
+            Err(TrackError::NotTheDeployer)
+        ));
+        assert!(matches!(deployed_by(None, &[deployer]), Err(TrackError::SenderUnknown)));
     }
 
     #[test]

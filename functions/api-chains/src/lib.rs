@@ -20,6 +20,7 @@ use common::chains::tracking::{MAX_NAME, TrackError, TrackedTx, Tracker, TxStatu
 use common::chains::{ChainInfo, Chains, address_in_path};
 use common::config::Config;
 use common::identity::Authenticated;
+use common::identity::accounts::Accounts;
 use common::identity::sessions::{SessionKeys, Sessions};
 use common::platform::Ports;
 use common::problem::{ApiError, Path};
@@ -56,6 +57,7 @@ impl LiveReads {
 #[derive(Clone)]
 pub struct AppState {
     sessions: Sessions,
+    accounts: Accounts,
     chains: Chains,
     gas: GasPrices,
     tracker: Tracker,
@@ -77,6 +79,7 @@ impl AppState {
         let rpc = RpcChains::new(&config.chains, config.rpc_timeout);
         Ok(Self {
             sessions: Sessions::new(keys, ports.store.clone(), ttl).limited(config.limits.per_account),
+            accounts: Accounts::new(ports.store.clone()),
             chains: config.chains.clone(),
             gas: GasPrices::new(ports.store.clone(), rpc.clone()),
             tracker: Tracker::new(ports.store.clone(), rpc, config.chains.clone()),
@@ -289,6 +292,14 @@ fn track_error(err: TrackError, chain_id: u64) -> ApiError {
             "not_a_deployment",
             "this transaction does not create a contract; register the transaction that deployed it",
         ),
+        TrackError::NotTheDeployer => ApiError::forbidden(
+            "not_the_deployer",
+            "only an account linked to the wallet that sent the deployment names it; register it without a name to follow it",
+        ),
+        TrackError::SenderUnknown => ApiError::conflict(
+            "sender_unknown",
+            "the chain does not know this transaction yet, so who sent it cannot be checked; register it without a name, and name it once it is known",
+        ),
         TrackError::Chain(err) => {
             tracing::warn!(error = %err, "a tracked transaction's chain did not answer");
             ApiError::chain_unavailable(format!("chain {chain_id} did not answer; try again shortly"))
@@ -325,9 +336,21 @@ async fn register(
             format!("a name has at most {MAX_NAME} characters, and no control or direction marks"),
         ));
     }
+    // A name is the deployer's to give: it is checked against the wallets linked to this account.
+    let wallets = match name {
+        Some(_) => state
+            .accounts
+            .holders(&viewer.0.account)
+            .await
+            .map_err(|e| ApiError::unavailable(&e))?
+            .into_iter()
+            .map(|wallet| wallet.address)
+            .collect(),
+        None => Vec::new(),
+    };
     let (transaction, created) = state
         .tracker
-        .register(chain_id, hash, name, &viewer.0.account)
+        .register(chain_id, hash, name, &viewer.0.account, &wallets)
         .await
         .map_err(|err| track_error(err, chain_id))?;
     let location = match transaction.contract_address {
