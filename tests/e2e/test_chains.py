@@ -204,6 +204,9 @@ def test_failed_and_dropped_deployments_and_refused_registrations(chain, start_l
     assert chain.web3.eth.wait_for_transaction_receipt(reverted).status == 0
     answer = register(url, token, txHash=reverted)
     assert (answer.status_code, answer.json()["status"]) == (201, "failed"), answer.text
+    # Its deployer names it after the fact: the sender of a transaction in a block is known too.
+    named = register(url, sign_in(url, deployer), txHash=reverted, name="First try")
+    assert (named.status_code, named.json()["name"], named.json()["status"]) == (200, "First try", "failed"), named.text
 
     transfer = send_raw(chain, deployer, {"to": HOLDER.address, "value": 1})
     chain.web3.eth.wait_for_transaction_receipt(transfer)

@@ -255,6 +255,12 @@ impl Tracker {
             if let Some(found) = sighting.mined {
                 // A receipt's block can be ahead of the node that answered for the latest block.
                 sighting.latest_block = sighting.latest_block.max(found.block_number);
+                // The sender and nonce, once: a receipt has no nonce.
+                if sighting.sender.is_none()
+                    && let Some(transaction) = self.rpc.transaction(chain_id, hash).await?
+                {
+                    sighting.sender = Some((transaction.inner.signer(), transaction.nonce()));
+                }
                 return Ok(sighting);
             }
         }
@@ -327,16 +333,20 @@ impl Tracker {
         transaction.observe(&sighting, self.depth(chain_id), now);
         match self.save(&transaction, Some(Condition::NotExists)).await {
             Ok(()) => Ok((transaction, true)),
-            Err(StoreError::ConditionFailed) => match self.get(chain_id, hash).await? {
-                Some(existing) => Ok((existing, false)),
-                None => Err(StoreError::ConditionFailed.into()),
+            // Registered meanwhile by another request: named as this one asks.
+            Err(StoreError::ConditionFailed) => match (self.get(chain_id, hash).await?, transaction.name) {
+                (Some(existing), Some(name)) => Ok((self.rename(existing, name, wallets).await?, false)),
+                (Some(existing), None) => Ok((existing, false)),
+                (None, _) => Err(StoreError::ConditionFailed.into()),
             },
             Err(err) => Err(err.into()),
         }
     }
 
-    /// Names a registered deployment, for its deployer: `wallets` must hold its sender, which is looked
-    /// for on the chain when it was not known yet.
+    /// Names a registered deployment, for its deployer: `wallets` must hold its sender. A pending one is
+    /// looked at as the tracker would, which learns its sender and moves `checkedAt`, so that a look
+    /// that read it before this write cannot write the old name back; a final one is written by nobody
+    /// else, and is only asked for its sender when that is not known yet.
     async fn rename(
         &self,
         mut transaction: TrackedTx,
@@ -344,26 +354,29 @@ impl Tracker {
         wallets: &[Address],
     ) -> Result<TrackedTx, TrackError> {
         const ATTEMPTS: usize = 3;
-        if transaction.sender.is_none() {
-            transaction = self.refresh(&transaction, None).await?.0;
-        }
-        deployed_by(transaction.sender, wallets)?;
+        let (chain_id, hash) = (transaction.chain_id, transaction.tx_hash);
         for _ in 0..ATTEMPTS {
-            if transaction.name.as_deref() == Some(name.as_str()) {
-                return Ok(transaction);
+            let mut named = transaction.clone();
+            if !transaction.status.is_final() {
+                let sighting = self.sight(chain_id, hash, transaction.sender, None).await?;
+                if sighting.creates_contract == Some(false) {
+                    self.forget(&transaction).await?;
+                    return Err(TrackError::NotADeployment);
+                }
+                named.observe(&sighting, self.depth(chain_id), Utc::now());
+            } else if transaction.sender.is_none() {
+                named.sender = self.sight(chain_id, hash, None, None).await?.sender;
             }
-            let named = TrackedTx {
-                name: Some(name.clone()),
-                ..transaction.clone()
-            };
+            deployed_by(named.sender, wallets)?;
+            named.name = Some(name.clone());
+            if named == transaction {
+                return Ok(named);
+            }
             match self.save_over(&transaction, &named).await {
                 Ok(()) => return Ok(named),
-                // The tracker wrote it meanwhile: name what it wrote.
+                // Another look or rename wrote it since it was read: start again from what it wrote.
                 Err(StoreError::ConditionFailed) => {
-                    transaction = self
-                        .get(transaction.chain_id, transaction.tx_hash)
-                        .await?
-                        .ok_or(StoreError::ConditionFailed)?;
+                    transaction = self.get(chain_id, hash).await?.ok_or(StoreError::ConditionFailed)?;
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -440,9 +453,7 @@ impl Tracker {
             )
             .await?;
         if sighting.creates_contract == Some(false) {
-            let (pk, sk) = tx_key(transaction.chain_id, &transaction.tx_hash);
-            self.store.delete(&pk, sk, None).await?;
-            tracing::info!(chain = transaction.chain_id, tx = %transaction.tx_hash, "a registered transaction creates no contract; removed");
+            self.forget(transaction).await?;
             return Err(TrackError::NotADeployment);
         }
         let mut next = transaction.clone();
@@ -455,6 +466,14 @@ impl Tracker {
             },
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Removes a registered transaction that turned out to create no contract.
+    async fn forget(&self, transaction: &TrackedTx) -> Result<(), StoreError> {
+        let (pk, sk) = tx_key(transaction.chain_id, &transaction.tx_hash);
+        self.store.delete(&pk, sk, None).await?;
+        tracing::info!(chain = transaction.chain_id, tx = %transaction.tx_hash, "a registered transaction creates no contract; removed");
+        Ok(())
     }
 
     /// Moves a transaction that could not be looked at to the back of the tracker's queue, so that

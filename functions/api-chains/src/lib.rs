@@ -336,7 +336,8 @@ async fn register(
             format!("a name has at most {MAX_NAME} characters, and no control or direction marks"),
         ));
     }
-    // A name is the deployer's to give: it is checked against the wallets linked to this account.
+    // A name is the deployer's to give: it is checked against the wallets linked to this account that
+    // speak for it on this chain.
     let wallets = match name {
         Some(_) => state
             .accounts
@@ -344,6 +345,7 @@ async fn register(
             .await
             .map_err(|e| ApiError::unavailable(&e))?
             .into_iter()
+            .filter(|wallet| wallet.only_on.is_none_or(|chain| chain == chain_id))
             .map(|wallet| wallet.address)
             .collect(),
         None => Vec::new(),
