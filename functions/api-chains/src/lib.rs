@@ -198,7 +198,7 @@ async fn gas(State(state): State<AppState>, Path(chain_id): Path<u64>) -> Result
     if let (Some(reading), true) = kept().await? {
         return Ok(Json(reading.into()));
     }
-    let unavailable = || ApiError::chain_unavailable(format!("chain {chain_id} did not answer; try again shortly"));
+    let unavailable = || chain_silent(chain_id);
     let live = state.live.get(&chain_id).ok_or_else(unavailable)?;
     let _one_at_a_time = live.gas.lock().await;
     // Another request may have read it while this one waited.
@@ -280,6 +280,11 @@ fn hides_text(c: char) -> bool {
         || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
+/// `503 chain_unavailable`: the chain did not answer a read this request needed.
+fn chain_silent(chain_id: u64) -> ApiError {
+    ApiError::chain_unavailable(format!("chain {chain_id} did not answer; try again shortly"))
+}
+
 fn parse_hash(text: &str) -> Option<B256> {
     let hex = text.strip_prefix("0x")?;
     (hex.len() == 64).then(|| B256::from_str(hex).ok()).flatten()
@@ -302,7 +307,7 @@ fn track_error(err: TrackError, chain_id: u64) -> ApiError {
         ),
         TrackError::Chain(err) => {
             tracing::warn!(error = %err, "a tracked transaction's chain did not answer");
-            ApiError::chain_unavailable(format!("chain {chain_id} did not answer; try again shortly"))
+            chain_silent(chain_id)
         }
         TrackError::Store(err) => ApiError::unavailable(&err),
     }
