@@ -358,12 +358,7 @@ impl Tracker {
         for _ in 0..ATTEMPTS {
             let mut named = transaction.clone();
             if !transaction.status.is_final() {
-                let sighting = self.sight(chain_id, hash, transaction.sender, None).await?;
-                if sighting.creates_contract == Some(false) {
-                    self.forget(&transaction).await?;
-                    return Err(TrackError::NotADeployment);
-                }
-                named.observe(&sighting, self.depth(chain_id), Utc::now());
+                named = self.look(&transaction, None).await?;
             } else if transaction.sender.is_none() {
                 named.sender = self.sight(chain_id, hash, None, None).await?.sender;
             }
@@ -444,20 +439,7 @@ impl Tracker {
         if transaction.status.is_final() {
             return Ok((transaction.clone(), false));
         }
-        let sighting = self
-            .sight(
-                transaction.chain_id,
-                transaction.tx_hash,
-                transaction.sender,
-                latest_block,
-            )
-            .await?;
-        if sighting.creates_contract == Some(false) {
-            self.forget(transaction).await?;
-            return Err(TrackError::NotADeployment);
-        }
-        let mut next = transaction.clone();
-        next.observe(&sighting, self.depth(transaction.chain_id), Utc::now());
+        let next = self.look(transaction, latest_block).await?;
         match self.save_over(transaction, &next).await {
             Ok(()) => Ok((next, true)),
             Err(StoreError::ConditionFailed) => match self.get(transaction.chain_id, transaction.tx_hash).await? {
@@ -468,12 +450,26 @@ impl Tracker {
         }
     }
 
-    /// Removes a registered transaction that turned out to create no contract.
-    async fn forget(&self, transaction: &TrackedTx) -> Result<(), StoreError> {
-        let (pk, sk) = tx_key(transaction.chain_id, &transaction.tx_hash);
-        self.store.delete(&pk, sk, None).await?;
-        tracing::info!(chain = transaction.chain_id, tx = %transaction.tx_hash, "a registered transaction creates no contract; removed");
-        Ok(())
+    /// The transaction as its chain says it stands now, not yet written. One that turns out to create
+    /// no contract is no longer registered: [`TrackError::NotADeployment`].
+    async fn look(&self, transaction: &TrackedTx, latest_block: Option<u64>) -> Result<TrackedTx, TrackError> {
+        let sighting = self
+            .sight(
+                transaction.chain_id,
+                transaction.tx_hash,
+                transaction.sender,
+                latest_block,
+            )
+            .await?;
+        if sighting.creates_contract == Some(false) {
+            let (pk, sk) = tx_key(transaction.chain_id, &transaction.tx_hash);
+            self.store.delete(&pk, sk, None).await?;
+            tracing::info!(chain = transaction.chain_id, tx = %transaction.tx_hash, "a registered transaction creates no contract; removed");
+            return Err(TrackError::NotADeployment);
+        }
+        let mut next = transaction.clone();
+        next.observe(&sighting, self.depth(transaction.chain_id), Utc::now());
+        Ok(next)
     }
 
     /// Moves a transaction that could not be looked at to the back of the tracker's queue, so that
